@@ -22,3 +22,14 @@ export {
   partition,
   sampleDirichlet,
 } from './partition';
+export { FEMNIST_CLASSES, loadFemnist } from './femnist';
+export { type LeafJsonOptions, loadLeafJson } from './leaf';
+export {
+  type CsvRecord,
+  type CsvDatasetOptions,
+  type CsvDataset,
+  DEFAULT_MISSING_VALUES,
+  csvRecords,
+  splitCsvRecord,
+  loadCsvDataset,
+} from './csv';

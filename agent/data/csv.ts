@@ -1,0 +1,323 @@
+import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+import type { Dataset } from './dataset';
+
+/**
+ * CSV reading (RFC 4180: quoted fields, "" as an escaped quote, quoted line breaks) streamed line by
+ * line through node:readline, gunzipping on the fly when the file starts with the gzip magic
+ * (whatever its name). Used by loadCsvDataset and the Beijing air-quality loader.
+ */
+
+export interface CsvRecord {
+  fields: string[];
+  /** 1-based line number where the record starts (the header is line 1). */
+  line: number;
+}
+
+/** Splits one CSV record into fields; returns undefined while a quoted field is still open (the record continues on the next line). */
+export function splitCsvRecord(text: string, delimiter = ','): string[] | undefined {
+  const fields: string[] = [];
+  let field = '';
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (quoted) {
+      if (ch === '"') {
+        if (text[i + 1] === '"') {
+          field += '"';
+          i++;
+        } else {
+          quoted = false;
+        }
+      } else {
+        field += ch;
+      }
+    } else if (ch === '"') {
+      quoted = true;
+    } else if (ch === delimiter) {
+      fields.push(field);
+      field = '';
+    } else {
+      field += ch;
+    }
+  }
+  if (quoted) return undefined;
+  fields.push(field);
+  return fields;
+}
+
+async function startsWithGzipMagic(file: string): Promise<boolean> {
+  const handle = await open(file, 'r');
+  try {
+    const head = Buffer.alloc(2);
+    const { bytesRead } = await handle.read(head, 0, 2, 0);
+    return bytesRead === 2 && head[0] === 0x1f && head[1] === 0x8b;
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Streams the records of a CSV file (plain or gzipped), header included, skipping blank lines. */
+export async function* csvRecords(file: string, opts: { delimiter?: string } = {}): AsyncGenerator<CsvRecord> {
+  const delimiter = opts.delimiter ?? ',';
+  const gzipped = await startsWithGzipMagic(file);
+  const raw = createReadStream(file);
+  let input: Readable = raw;
+  if (gzipped) {
+    const gunzip = createGunzip();
+    raw.on('error', (err) => gunzip.destroy(err));
+    input = raw.pipe(gunzip);
+  }
+  const lines = createInterface({ input, crlfDelay: Infinity });
+  let lineNumber = 0;
+  let pending = '';
+  let pendingStart = 0;
+  try {
+    for await (const line of lines) {
+      lineNumber++;
+      if (pending === '' && line.trim() === '') continue;
+      const text = pending === '' ? line : `${pending}\n${line}`;
+      if (pending === '') pendingStart = lineNumber;
+      const fields = splitCsvRecord(lineNumber === 1 ? text.replace(/^\uFEFF/, '') : text, delimiter);
+      if (fields === undefined) {
+        pending = text;
+        continue;
+      }
+      pending = '';
+      yield { fields, line: pendingStart };
+    }
+  } catch (err) {
+    throw new Error(`${file}: ${(err as Error).message}`);
+  } finally {
+    lines.close();
+    raw.destroy();
+  }
+  if (pending !== '') throw new Error(`${file}: unterminated quoted field starting on line ${pendingStart}`);
+}
+
+/** Values read as "missing" by default (after trimming whitespace). */
+export const DEFAULT_MISSING_VALUES: readonly string[] = ['', 'NA', 'N/A', 'NaN', 'nan', 'null', 'NULL', 'None', '?'];
+
+export interface CsvDatasetOptions {
+  /** Column holding the class of each row. */
+  label: string;
+  /** Column naming the device or user that owns each row (becomes `owners`/`ownerNames`). */
+  owner?: string;
+  /** Feature columns, in this order; default: every column except the label and owner columns. */
+  features?: string[];
+  /**
+   * What to do with a row whose feature value is missing (see `missingValues`):
+   * 'drop' (default) skips the row; 'mean' fills the value with its column's mean over the rows
+   * where it is present. Rows with a missing label or owner are always skipped. Either way the
+   * count is reported in `droppedRows` / `imputedValues`.
+   */
+  missing?: 'drop' | 'mean';
+  /** Strings (compared after trimming) that mean "no value"; default DEFAULT_MISSING_VALUES. */
+  missingValues?: readonly string[];
+  delimiter?: string;
+  /** Dataset name; default: the file name. */
+  name?: string;
+}
+
+export interface CsvDataset extends Dataset {
+  x: Float32Array;
+  featureNames: string[];
+  /** `classNames[c]` is the label text of class c. */
+  classNames: string[];
+  /** Rows skipped because a label, owner, or (with missing: 'drop') a feature value was missing. */
+  droppedRows: number;
+  /** Feature values filled with the column mean (missing: 'mean'). */
+  imputedValues: number;
+}
+
+/** Growable float32 buffer, so rows can be appended without knowing n in advance. */
+class FloatBuffer {
+  data = new Float32Array(1 << 16);
+  length = 0;
+  push(value: number): void {
+    if (this.length === this.data.length) {
+      const bigger = new Float32Array(this.data.length * 2);
+      bigger.set(this.data);
+      this.data = bigger;
+    }
+    this.data[this.length++] = value;
+  }
+  toArray(): Float32Array {
+    return this.data.slice(0, this.length);
+  }
+}
+
+/** Interns strings as first-seen ids, then renumbers them in sorted order (numeric order if all are numbers). */
+class SortedVocabulary {
+  private readonly ids = new Map<string, number>();
+  readonly firstSeen: string[] = [];
+  readonly rowIds: number[] = [];
+  /** Interns `value` and returns its id, without recording a row. */
+  intern(value: string): number {
+    let id = this.ids.get(value);
+    if (id === undefined) {
+      id = this.firstSeen.length;
+      this.ids.set(value, id);
+      this.firstSeen.push(value);
+    }
+    return id;
+  }
+  add(value: string): void {
+    this.rowIds.push(this.intern(value));
+  }
+  /** Sorted names and, for each first-seen id, its index in the sorted names. */
+  sorted(): { names: string[]; rank: Uint32Array } {
+    const numeric = this.firstSeen.every((v) => v.trim() !== '' && Number.isFinite(Number(v)));
+    const names = [...this.firstSeen].sort(numeric ? (a, b) => Number(a) - Number(b) || (a < b ? -1 : a > b ? 1 : 0) : (a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const position = new Map(names.map((name, i) => [name, i]));
+    return { names, rank: Uint32Array.from(this.firstSeen, (v) => position.get(v)!) };
+  }
+}
+
+const CLASS_INDEX = /^\d+$/;
+
+/**
+ * A classification dataset from any CSV file (gzipped or not) with a header row.
+ *
+ * - Labels: if every label is an integer 0..255 it is used as the class index directly
+ *   (classes = max + 1, classNames '0', '1', …); otherwise the distinct label texts are sorted
+ *   (numerically if all are numbers, else by code point) and class c is `classNames[c]`.
+ *   Classes come from every row with a label, including rows dropped for missing features.
+ * - Owners: the distinct owner texts of the kept rows, sorted the same way, are `ownerNames`;
+ *   `owners[i]` indexes them.
+ * - Features must be numbers (JavaScript `Number` syntax, finite); anything else that is not a
+ *   missing value is an error naming the file, line and column.
+ * - Missing values (`missingValues`, by default '', NA, N/A, NaN, null, None, ?) follow `missing`.
+ */
+export async function loadCsvDataset(file: string, opts: CsvDatasetOptions): Promise<CsvDataset> {
+  const missingValues = new Set(opts.missingValues ?? DEFAULT_MISSING_VALUES);
+  const isMissing = (value: string | undefined): boolean => value === undefined || missingValues.has(value.trim());
+  const policy = opts.missing ?? 'drop';
+  if (policy !== 'drop' && policy !== 'mean') throw new Error(`loadCsvDataset: missing must be 'drop' or 'mean', got ${JSON.stringify(policy)}`);
+
+  const values = new FloatBuffer();
+  const labels = new SortedVocabulary();
+  const owners = new SortedVocabulary();
+  let featureNames: string[] = [];
+  let featureColumns: number[] = [];
+  let labelColumn = -1;
+  let ownerColumn = -1;
+  let header: string[] | undefined;
+  let droppedRows = 0;
+  let rowValues: number[] = [];
+
+  for await (const { fields, line } of csvRecords(file, { delimiter: opts.delimiter })) {
+    if (!header) {
+      header = fields.map((f) => f.trim());
+      const column = (name: string, role: string): number => {
+        const index = header!.indexOf(name);
+        if (index < 0) throw new Error(`${file}: no ${role} column ${JSON.stringify(name)} (columns: ${header!.join(', ')})`);
+        return index;
+      };
+      labelColumn = column(opts.label, 'label');
+      ownerColumn = opts.owner === undefined ? -1 : column(opts.owner, 'owner');
+      featureNames = opts.features ?? header.filter((_, i) => i !== labelColumn && i !== ownerColumn);
+      featureColumns = featureNames.map((name) => column(name, 'feature'));
+      if (featureColumns.length === 0) throw new Error(`${file}: no feature columns`);
+      rowValues = new Array(featureColumns.length);
+      continue;
+    }
+    if (fields.length !== header.length) throw new Error(`${file}: line ${line} has ${fields.length} fields, the header has ${header.length}`);
+    const label = fields[labelColumn];
+    const owner = ownerColumn >= 0 ? fields[ownerColumn] : undefined;
+    if (isMissing(label) || (ownerColumn >= 0 && isMissing(owner))) {
+      droppedRows++;
+      continue;
+    }
+    // Every labelled row's class counts, also when the row is dropped below, so class indices do
+    // not depend on the missing-value policy.
+    labels.intern(label.trim());
+    let rowHasMissing = false;
+    for (let f = 0; f < featureColumns.length; f++) {
+      const text = fields[featureColumns[f]];
+      if (isMissing(text)) {
+        rowValues[f] = NaN;
+        rowHasMissing = true;
+        continue;
+      }
+      const value = Number(text);
+      if (!Number.isFinite(value)) throw new Error(`${file}: line ${line}, column ${featureNames[f]}: ${JSON.stringify(text)} is not a number (nor a missing value)`);
+      rowValues[f] = value;
+    }
+    if (rowHasMissing && policy === 'drop') {
+      droppedRows++;
+      continue;
+    }
+    for (const v of rowValues) values.push(v);
+    labels.add(label.trim());
+    if (owner !== undefined) owners.add(owner.trim());
+  }
+  if (!header) throw new Error(`${file}: empty CSV (no header row)`);
+
+  const features = featureColumns.length;
+  const x = values.toArray();
+  const n = x.length / features;
+  const imputedValues = policy === 'mean' ? imputeColumnMeans(x, n, features, file, featureNames) : 0;
+
+  let classNames: string[];
+  const labelIndex = new Uint8Array(n);
+  if (labels.firstSeen.every((v) => CLASS_INDEX.test(v) && Number(v) <= 255)) {
+    const classes = labels.firstSeen.reduce((max, v) => Math.max(max, Number(v) + 1), 0);
+    classNames = Array.from({ length: classes }, (_, c) => String(c));
+    for (let i = 0; i < n; i++) labelIndex[i] = Number(labels.firstSeen[labels.rowIds[i]]);
+  } else {
+    const { names, rank } = labels.sorted();
+    if (names.length > 256) throw new Error(`${file}: ${names.length} distinct labels in ${opts.label}; at most 256 classes are supported`);
+    classNames = names;
+    for (let i = 0; i < n; i++) labelIndex[i] = rank[labels.rowIds[i]];
+  }
+
+  const dataset: CsvDataset = {
+    n,
+    features,
+    classes: classNames.length,
+    x,
+    labels: labelIndex,
+    featureNames,
+    classNames,
+    droppedRows,
+    imputedValues,
+    name: opts.name ?? file.split(/[\\/]/).pop()!,
+  };
+  if (ownerColumn >= 0) {
+    const { names, rank } = owners.sorted();
+    dataset.ownerNames = names;
+    dataset.owners = Uint32Array.from(owners.rowIds, (id) => rank[id]);
+  }
+  return dataset;
+}
+
+/** Replaces NaN by the column mean of the present values; returns how many values were filled. */
+function imputeColumnMeans(x: Float32Array, n: number, features: number, file: string, featureNames: string[]): number {
+  const sum = new Float64Array(features);
+  const count = new Float64Array(features);
+  for (let i = 0; i < n; i++) {
+    for (let f = 0; f < features; f++) {
+      const v = x[i * features + f];
+      if (!Number.isNaN(v)) {
+        sum[f] += v;
+        count[f]++;
+      }
+    }
+  }
+  let filled = 0;
+  for (let f = 0; f < features; f++) {
+    if (count[f] === 0 && n > 0) throw new Error(`${file}: column ${featureNames[f]} has no values at all; cannot fill it with a mean`);
+    const mean = sum[f] / count[f];
+    for (let i = 0; i < n; i++) {
+      if (Number.isNaN(x[i * features + f])) {
+        x[i * features + f] = mean;
+        filled++;
+      }
+    }
+  }
+  return filled;
+}
