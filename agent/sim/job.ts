@@ -1,0 +1,128 @@
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { Aggregator, FedAvgStrategy, type RoundRecord, type Strategy } from '../aggregator';
+import { buildInferenceModel, initParams, paramCount, type ModelSpec } from '../model';
+import { Topics, type CodecChoice } from '../transport';
+import { logger } from '../log';
+import { createEvaluator } from './evaluator';
+import { defaultSpec, loadSplit, type DatasetName } from './datasets';
+
+export interface JobOptions {
+  url: string;
+  username?: string;
+  password?: string;
+  prefix: string;
+  fleet: string;
+  maxPacketBytes?: number;
+  dataset: DatasetName;
+  dataDir?: string;
+  hidden: number[];
+  rounds: number;
+  /** The fleet size to wait for before the first round. */
+  minClients: number;
+  waitForClientsSeconds: number;
+  clientsPerRound: number;
+  epochs: number;
+  batchSize: number;
+  lr: number;
+  codec: CodecChoice;
+  deadlineSeconds: number;
+  seed: number;
+  checkpoint?: string;
+  resume?: boolean;
+  modelOut?: string;
+  report?: string;
+}
+
+export interface JobReport {
+  config: Record<string, unknown>;
+  rounds: RoundRecord[];
+  final?: { accuracy: number; loss: number };
+  seconds: number;
+  modelFile?: string;
+}
+
+/** Runs the aggregator side of a federated job to its last round; returns (and optionally writes) the report. */
+export async function runAggregatorJob(opts: JobOptions, onRound: (r: RoundRecord) => void = () => undefined, onStart?: (agg: Aggregator) => void): Promise<JobReport> {
+  const log = logger('job');
+  const started = Date.now();
+  const test = loadSplit({ dataset: opts.dataset, dataDir: opts.dataDir }, 'test');
+  const spec: ModelSpec = defaultSpec(test, opts.hidden);
+  const evaluator = await createEvaluator(spec, test);
+  const strategy: Strategy = new FedAvgStrategy({
+    clientsPerRound: opts.clientsPerRound,
+    epochs: opts.epochs,
+    batchSize: opts.batchSize,
+    lr: opts.lr,
+    codec: opts.codec,
+    deadlineSeconds: opts.deadlineSeconds,
+    seed: opts.seed,
+  });
+  const aggregator = new Aggregator({
+    url: opts.url,
+    username: opts.username,
+    password: opts.password,
+    maxPacketBytes: opts.maxPacketBytes,
+    topics: new Topics(opts.prefix, opts.fleet),
+    spec,
+    initialParams: initParams(spec, opts.seed),
+    rounds: opts.rounds,
+    strategy,
+    minClients: opts.minClients,
+    waitForClientsSeconds: opts.waitForClientsSeconds,
+    seed: opts.seed,
+    evaluate: evaluator.evaluate,
+    checkpointFile: opts.checkpoint,
+    resume: opts.resume,
+  });
+  aggregator.on('round', onRound);
+  try {
+    await aggregator.start();
+    onStart?.(aggregator);
+    const result = await aggregator.run();
+    let modelFile: string | undefined;
+    if (opts.modelOut) {
+      modelFile = path.resolve(opts.modelOut);
+      await writeFileAtomic(modelFile, buildInferenceModel(spec, { weights: result.params }));
+      log.info({ file: modelFile }, 'final model written');
+    }
+    const { username: _u, password: _p, ...config } = opts;
+    const report: JobReport = {
+      config: { ...config, model: spec, paramCount: paramCount(spec), strategy: strategy.name },
+      rounds: result.rounds,
+      final: result.final,
+      seconds: (Date.now() - started) / 1000,
+      modelFile,
+    };
+    if (opts.report) await writeFileAtomic(path.resolve(opts.report), Buffer.from(JSON.stringify(report, null, 2) + '\n'));
+    return report;
+  } finally {
+    await aggregator.stop().catch(() => undefined);
+    await evaluator.close();
+  }
+}
+
+export async function writeFileAtomic(file: string, data: Uint8Array): Promise<void> {
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  await fs.writeFile(tmp, data);
+  await fs.rename(tmp, file);
+}
+
+/** One line per round for a terminal. */
+export function formatRound(r: RoundRecord, rounds: number): string {
+  const mb = (b: number) => `${(b / 1e6).toFixed(2)} MB`;
+  const late = r.tasks.filter((t) => t.late).length;
+  const parts = [
+    `round ${String(r.round).padStart(String(rounds).length)}/${rounds}`,
+    `participants ${r.participants}/${r.selected}`,
+    r.accuracy !== undefined ? `acc ${r.accuracy.toFixed(4)}` : 'acc -',
+    r.loss !== undefined ? `loss ${r.loss.toFixed(4)}` : 'loss -',
+    `up ${mb(r.bytesUp)}`,
+    `down ${mb(r.bytesDown)}`,
+    `${r.seconds.toFixed(1)} s`,
+  ];
+  if (late) parts.push(`late ${late}`);
+  if (!r.aggregated) parts.push('(model kept)');
+  return parts.join('  ');
+}

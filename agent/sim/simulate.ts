@@ -1,0 +1,81 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as path from 'node:path';
+import { startEmbeddedBroker, type EmbeddedBroker } from '../broker';
+import { logger } from '../log';
+import { runAggregatorJob, type JobOptions, type JobReport } from './job';
+import type { RoundRecord } from '../aggregator';
+
+export interface SimulateOptions extends Omit<JobOptions, 'url' | 'minClients'> {
+  /** Use this broker instead of starting the embedded one. */
+  broker?: string;
+  clients: number;
+  partition: string;
+  logLevel: string;
+}
+
+/** The compiled CLI, which every simulated gateway runs as its own OS process. */
+function cliScript(): string {
+  const here = __filename.endsWith('.ts') ? path.resolve(__dirname, '../../dist/agent/sim') : __dirname;
+  return path.resolve(here, '../cli/main.js');
+}
+
+export function nodeIdFor(i: number, clients: number): string {
+  return `gw-${String(i).padStart(String(clients - 1).length, '0')}`;
+}
+
+/**
+ * A whole fleet on one machine: the embedded broker (unless one is given), the aggregator in this
+ * process, and one OS process per gateway, each with its own MQTT connection and its own data shard.
+ */
+export async function simulate(opts: SimulateOptions, onRound: (r: RoundRecord) => void = () => undefined): Promise<JobReport> {
+  const log = logger('simulate');
+  let broker: EmbeddedBroker | undefined;
+  const url = opts.broker ?? (broker = await startEmbeddedBroker()).url;
+  const children: ChildProcess[] = [];
+  const exited = new Set<ChildProcess>();
+  let failure: Error | undefined;
+  try {
+    const report = await runAggregatorJob({ ...opts, url, minClients: opts.clients }, onRound, () => {
+      for (let i = 0; i < opts.clients; i++) {
+        const args = [
+          cliScript(), 'agent',
+          '--broker', url,
+          '--node-id', nodeIdFor(i, opts.clients),
+          '--prefix', opts.prefix,
+          '--fleet', opts.fleet,
+          '--dataset', opts.dataset,
+          '--shard', `${i}/${opts.clients}`,
+          '--partition', opts.partition,
+          '--seed', String(opts.seed),
+          '--log-level', opts.logLevel,
+        ];
+        if (opts.dataDir) args.push('--data-dir', opts.dataDir);
+        if (opts.maxPacketBytes) args.push('--max-packet-bytes', String(opts.maxPacketBytes));
+        if (opts.username) args.push('--username', opts.username);
+        const env = { ...process.env, ...(opts.password ? { FEDGATE_MQTT_PASSWORD: opts.password } : {}) };
+        const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'], env });
+        child.on('exit', (code, signal) => {
+          exited.add(child);
+          if (code !== 0 && signal === null && !failure) {
+            failure = new Error(`gateway ${nodeIdFor(i, opts.clients)} exited with code ${code}`);
+            log.error(failure.message);
+          }
+        });
+        children.push(child);
+      }
+    });
+    return report;
+  } finally {
+    await Promise.all(children.map((c) => stopChild(c, exited)));
+    await broker?.close();
+  }
+}
+
+async function stopChild(child: ChildProcess, exited: Set<ChildProcess>): Promise<void> {
+  if (exited.has(child) || child.exitCode !== null) return;
+  const gone = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await gone;
+  clearTimeout(timer);
+}

@@ -1,0 +1,6 @@
+export { Topics, validateNodeId, validateTopicLevel, assertPublishTopic, MAX_ID_LENGTH } from './topics';
+export { FrameKind, FrameError, encodeFrames, decodeFrame, Reassembler, FRAME_HEADER_BYTES } from './frame';
+export type { Frame, FrameMeta, Reassembled, ReassemblerOptions } from './frame';
+export { MqttLink, topicMatches, publishPacketBytes, DEFAULT_MAX_PACKET_BYTES } from './link';
+export type { LinkOptions, MessageHandler } from './link';
+export * from './messages';
