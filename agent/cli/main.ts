@@ -60,8 +60,9 @@ export function buildCli(): Command {
   jobOptions(brokerOptions(program.command('simulate').description('run a whole fleet on this machine: embedded broker, aggregator, one process per gateway'), false))
     .option('--clients <n>', 'simulated gateways (one OS process each)', int(1, 1000), 10)
     .option('--partition <spec>', 'how data is split: iid, dirichlet:<alpha>', 'dirichlet:0.5')
+    .option('--max-samples <n>', 'cap on each gateway\'s training rows (quick runs)', int(1))
     .action(async (o: Opts) => {
-      const report = await simulate({ ...jobFrom(o), broker: o.broker, clients: o.clients, partition: o.partition, logLevel: o.logLevel, waitForClientsSeconds: 120 }, printRound(o.rounds));
+      const report = await simulate({ ...jobFrom(o), broker: o.broker, clients: o.clients, partition: o.partition, logLevel: o.logLevel, maxSamples: o.maxSamples, waitForClientsSeconds: 120 }, printRound(o.rounds));
       printSummary(report);
     });
 
@@ -93,10 +94,11 @@ export function buildCli(): Command {
     .option('--shard <i/n>', 'which part of the data set this gateway holds', '0/1')
     .option('--partition <spec>', 'how the data set is split over the n shards: iid, dirichlet:<alpha>', 'iid')
     .option('--seed <n>', 'seed of the partition', int(0), 1)
+    .option('--max-samples <n>', 'keep at most this many rows of the shard', int(1))
     .option('--threads <n>', 'ONNX Runtime threads', int(1), 1)
     .action(async (o: Opts) => {
       const shard = parseShard(o.shard);
-      const data = loadShard({ dataset: parseDatasetName(o.dataset), dataDir: o.dataDir, index: shard.index, clients: shard.clients, partition: o.partition, seed: o.seed });
+      const data = loadShard({ dataset: parseDatasetName(o.dataset), dataDir: o.dataDir, index: shard.index, clients: shard.clients, partition: o.partition, seed: o.seed, maxSamples: o.maxSamples });
       const agent = new Agent({ url: o.broker, username: o.username, password: o.password, nodeId: o.nodeId, topics: new Topics(o.prefix, o.fleet), maxPacketBytes: o.maxPacketBytes, data, threads: o.threads });
       onSignals(() => agent.stop());
       await agent.start();

@@ -35,6 +35,8 @@ export interface ShardChoice extends DataChoice {
   clients: number;
   partition: string;
   seed: number;
+  /** Keep at most this many of the shard's rows (quick runs, tests). */
+  maxSamples?: number;
 }
 
 /** One simulated gateway's shard: every process computes the same seeded partition and keeps its own part. */
@@ -44,7 +46,8 @@ export function loadShard(choice: ShardChoice): Shard {
   }
   const ds = loadSplit(choice, 'train');
   const parts = partition(ds, parsePartition(choice.partition), choice.clients, choice.seed);
-  return select(ds, parts[choice.index]);
+  const mine = parts[choice.index];
+  return select(ds, choice.maxSamples && choice.maxSamples < mine.length ? mine.subarray(0, choice.maxSamples) : mine);
 }
 
 /** "3/10" -> {index: 3, clients: 10}. */

@@ -11,6 +11,8 @@ export interface SimulateOptions extends Omit<JobOptions, 'url' | 'minClients'> 
   clients: number;
   partition: string;
   logLevel: string;
+  /** Cap on each gateway's training rows. */
+  maxSamples?: number;
 }
 
 /** The compiled CLI, which every simulated gateway runs as its own OS process. */
@@ -50,6 +52,7 @@ export async function simulate(opts: SimulateOptions, onRound: (r: RoundRecord) 
           '--log-level', opts.logLevel,
         ];
         if (opts.dataDir) args.push('--data-dir', opts.dataDir);
+        if (opts.maxSamples) args.push('--max-samples', String(opts.maxSamples));
         if (opts.maxPacketBytes) args.push('--max-packet-bytes', String(opts.maxPacketBytes));
         if (opts.username) args.push('--username', opts.username);
         const env = { ...process.env, ...(opts.password ? { FEDGATE_MQTT_PASSWORD: opts.password } : {}) };
