@@ -1,0 +1,31 @@
+/**
+ * Gradient compression for model updates: blockwise int8/int4 quantization and top-k
+ * sparsification in a self-describing format (FORMAT.md), with error feedback.
+ *
+ * Two backends produce identical bytes: the native addon (native/compress.cc, built at install)
+ * and a pure-TypeScript fallback. FEDGATE_COMPRESS_BACKEND=typescript forces the fallback;
+ * FEDGATE_COMPRESS_BACKEND=native makes a missing addon an error at import.
+ */
+import { active } from './codec';
+
+export type { CodecName } from './format';
+export { CorruptPayloadError, FORMAT_VERSION } from './format';
+export type { Bytes, Codec, CodecOptions, Floats } from './codec';
+export {
+  ASYNC_THRESHOLD, DEFAULT_BLOCK_SIZE, DEFAULT_K, backend, backendReason, codecOf, nativeCodec, typescriptCodec,
+} from './codec';
+export { ErrorFeedback } from './error-feedback';
+
+import type { Bytes, CodecOptions, Floats } from './codec';
+
+export function encode(x: Float32Array, opts: CodecOptions): Bytes {
+  return active.encode(x, opts);
+}
+
+export function encodeAsync(x: Float32Array, opts: CodecOptions): Promise<Bytes> {
+  return active.encodeAsync(x, opts);
+}
+
+export function decode(bytes: Uint8Array): Floats {
+  return active.decode(bytes);
+}

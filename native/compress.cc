@@ -1,0 +1,469 @@
+// fedgate gradient compression: blockwise int8/int4 quantization and top-k sparsification.
+//
+// The byte layout is documented in agent/compress/FORMAT.md; agent/compress/ts-codec.ts is the
+// pure-TypeScript twin of this file and must produce the same bytes. Every float operation here is
+// a single IEEE-754 binary32 operation (+, -, *, /) that JavaScript reproduces exactly with
+// Math.fround (double rounding is innocuous for these operations: 53 >= 2*24+2), and binding.gyp
+// disables FMA contraction. Integer tricks (abs/max on the bit pattern) are exact by construction.
+#include <napi.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Format (see FORMAT.md)
+constexpr uint8_t kMagic[4] = {'F', 'G', 'C', 'Z'};
+constexpr uint8_t kVersion = 1;
+constexpr size_t kHeader = 20;
+constexpr uint8_t kFlagStochastic = 1;
+enum Codec : uint8_t { kNone = 0, kInt8 = 1, kInt4 = 2, kTopk = 3, kTopkInt8 = 4 };
+constexpr const char* kCodecNames[] = {"none", "int8", "int4", "topk", "topk-int8"};
+
+struct Params {
+  uint8_t codec = kNone;
+  uint32_t n = 0;           // element count
+  uint32_t blockSize = 0;   // quantizing codecs only, else 0
+  uint32_t k = 0;           // kept elements (top-k codecs only, else 0)
+  bool stochastic = false;  // quantizing codecs only
+  uint32_t seed = 0;
+};
+
+bool quantizes(uint8_t c) { return c == kInt8 || c == kInt4 || c == kTopkInt8; }
+bool sparse(uint8_t c) { return c == kTopk || c == kTopkInt8; }
+uint64_t blocks(uint64_t count, uint32_t bs) { return bs ? (count + bs - 1) / bs : 0; }
+
+uint64_t encodedSize(const Params& p) {
+  switch (p.codec) {
+    case kNone: return kHeader + 4ull * p.n;
+    case kInt8: return kHeader + 4 * blocks(p.n, p.blockSize) + p.n;
+    case kInt4: return kHeader + 4 * blocks(p.n, p.blockSize) + (p.n + 1ull) / 2;
+    case kTopk: return kHeader + 8ull * p.k;
+    default: return kHeader + 4ull * p.k + 4 * blocks(p.k, p.blockSize) + p.k;  // kTopkInt8
+  }
+}
+
+inline uint32_t bitsOf(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+inline float floatOf(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+inline void put32(uint8_t* p, uint32_t v) { p[0] = v; p[1] = v >> 8; p[2] = v >> 16; p[3] = v >> 24; }
+inline uint32_t get32(const uint8_t* p) { return p[0] | p[1] << 8 | p[2] << 16 | uint32_t(p[3]) << 24; }
+// Payload floats/uint32 are little-endian; every supported target (x86-64, ARM64) is.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "fedgate compress assumes little-endian");
+
+void writeHeader(uint8_t* o, const Params& p) {
+  std::memcpy(o, kMagic, 4);
+  o[4] = kVersion;
+  o[5] = p.codec;
+  o[6] = (quantizes(p.codec) && p.stochastic) ? kFlagStochastic : 0;
+  o[7] = 0;
+  put32(o + 8, p.n);
+  put32(o + 12, quantizes(p.codec) ? p.blockSize : 0);
+  put32(o + 16, sparse(p.codec) ? p.k : 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stochastic rounding noise: a counter-based hash, so element i's noise depends only on (seed, i)
+// and the loop stays vectorizable. lowbias32 (C. Wellons) over a Weyl-scrambled counter.
+inline uint32_t lowbias32(uint32_t x) {
+  x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
+  return x;
+}
+inline uint32_t streamKey(uint32_t seed) { return lowbias32(seed + 0x6a09e667U); }
+inline uint32_t noise(uint32_t key, uint32_t i) { return lowbias32((i * 0x9e3779b9U) ^ key); }
+
+// ---------------------------------------------------------------------------------------------
+// Blockwise absmax quantization to symmetric levels -L..L (L = 127 or 7).
+// Step s = the smallest float32 >= absmax / L, so |x / s| <= L holds exactly (also for subnormal
+// blocks, where absmax / L would otherwise round to 0). Quantized value: y = x * (1/s) for a normal
+// s, x / s for a subnormal s (1/s would overflow), then round half to even (deterministic) or
+// floor(y + u), u = noise >> 8 * 2^-24 in [0,1) (stochastic), clamped to -L..L.
+
+// Absolute-value bit patterns order like the magnitudes; >= 0x7f800000 means Inf or NaN.
+inline uint32_t maxAbsBits(const float* x, size_t len) {
+  int32_t m = 0;
+  for (size_t i = 0; i < len; i++) {
+    int32_t a = int32_t(bitsOf(x[i]) & 0x7fffffffU);
+    m = a > m ? a : m;
+  }
+  return uint32_t(m);
+}
+
+inline float stepFor(uint32_t absBits, float levels) {
+  const float m = floatOf(absBits);
+  float s = m / levels;
+  if (double(s) * levels < double(m)) s = floatOf(bitsOf(s) + 1);  // round the step up
+  return s;
+}
+
+template <bool Stochastic>
+void quantizeBlock(const float* x, size_t len, float s, float levels, uint32_t key, uint32_t first,
+                   int8_t* q) {
+  if (s == 0.0f) { std::memset(q, 0, len); return; }
+  const bool normal = s >= FLT_MIN;
+  const float inv = normal ? 1.0f / s : 0.0f;
+  const float lo = -levels, hi = levels;
+  for (size_t i = 0; i < len; i++) {
+    const float y = normal ? x[i] * inv : x[i] / s;
+    float r;
+    if (Stochastic) {
+      const float u = float(int32_t(noise(key, first + uint32_t(i)) >> 8)) * 0x1p-24f;
+      const float v = y + u;
+      r = float(int32_t(v));  // truncate, then fix up to floor (|v| < 2^31)
+      r -= r > v ? 1.0f : 0.0f;
+    } else {
+      r = (y + 12582912.0f) - 12582912.0f;  // 1.5 * 2^23: round half to even for |y| < 2^22
+    }
+    r = r < lo ? lo : r;
+    r = r > hi ? hi : r;
+    q[i] = int8_t(int32_t(r));
+  }
+}
+
+// Quantizes x[0..n) into per-block scales and one int8 per element in q. Returns false (having
+// written garbage) if x holds Inf/NaN: the caller then throws and discards the output.
+bool quantize(const float* x, uint32_t n, uint32_t bs, float levels, bool stochastic, uint32_t seed,
+              uint8_t* scales, int8_t* q) {
+  const uint32_t key = streamKey(seed);
+  uint32_t worst = 0;
+  for (uint64_t start = 0, b = 0; start < n; start += bs, b++) {
+    const size_t len = size_t(std::min<uint64_t>(bs, n - start));
+    const uint32_t m = maxAbsBits(x + start, len);
+    worst = std::max(worst, m);
+    if (m >= 0x7f800000U) return false;
+    const float s = stepFor(m, levels);
+    put32(scales + 4 * b, bitsOf(s));
+    if (stochastic) quantizeBlock<true>(x + start, len, s, levels, key, uint32_t(start), q + start);
+    else quantizeBlock<false>(x + start, len, s, levels, key, uint32_t(start), q + start);
+  }
+  return worst < 0x7f800000U;
+}
+
+// int4: two's-complement nibbles, element 2j in the low nibble of byte j, 2j+1 in the high nibble;
+// an odd count leaves the last high nibble 0. Quantizes through an int8 scratch one chunk of
+// blocks at a time so the scratch stays in cache.
+bool quantize4(const float* x, uint32_t n, uint32_t bs, bool stochastic, uint32_t seed,
+               uint8_t* scales, uint8_t* packed) {
+  const uint64_t chunkBlocks = std::max<uint64_t>(1, 16384 / bs);
+  const uint64_t chunk = chunkBlocks * bs;  // whole blocks; even when bs is even
+  std::vector<int8_t> q(size_t(std::min<uint64_t>(chunk, n)) + 1);
+  for (uint64_t start = 0; start < n; start += chunk) {
+    const uint32_t len = uint32_t(std::min<uint64_t>(chunk, n - start));
+    // Quantize this chunk's blocks (global element indices keep the noise stream aligned).
+    const uint32_t key = streamKey(seed);
+    for (uint32_t off = 0; off < len; off += bs) {
+      const size_t blen = std::min<uint32_t>(bs, len - off);
+      const uint32_t m = maxAbsBits(x + start + off, blen);
+      if (m >= 0x7f800000U) return false;
+      const float s = stepFor(m, 7.0f);
+      put32(scales + 4 * ((start + off) / bs), bitsOf(s));
+      const uint32_t g = uint32_t(start + off);
+      if (stochastic) quantizeBlock<true>(x + g, blen, s, 7.0f, key, g, q.data() + off);
+      else quantizeBlock<false>(x + g, blen, s, 7.0f, key, g, q.data() + off);
+    }
+    // Pack. A chunk starting at an odd element (odd block size) completes the previous byte.
+    uint64_t e = start;
+    uint32_t i = 0;
+    if (e & 1) { packed[e >> 1] |= uint8_t((q[0] & 0x0f) << 4); i = 1; e++; }
+    uint8_t* o = packed + (e >> 1);
+    const uint32_t pairs = (len - i) / 2;
+    for (uint32_t j = 0; j < pairs; j++)
+      o[j] = uint8_t((q[i + 2 * j] & 0x0f) | ((q[i + 2 * j + 1] & 0x0f) << 4));
+    if ((len - i) & 1) o[pairs] = uint8_t(q[len - 1] & 0x0f);
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Top-k by magnitude, ties broken by the lower index, indices written ascending. Selection, not a
+// sort: a 2^15-bin histogram of the magnitude's top bits finds the bin holding the k-th largest,
+// nth_element inside that bin finds the exact threshold, a last pass emits the indices.
+bool topkSelect(const float* x, uint32_t n, uint32_t k, uint32_t* idx) {
+  std::vector<uint32_t> hist(1u << 15, 0);
+  uint32_t worst = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    const uint32_t a = bitsOf(x[i]) & 0x7fffffffU;
+    worst = std::max(worst, a);
+    hist[a >> 16]++;
+  }
+  if (worst >= 0x7f800000U) return false;
+  if (k == 0) return true;
+  uint32_t above = 0, bin = (1u << 15) - 1;
+  while (above + hist[bin] < k) above += hist[bin--];
+  std::vector<uint32_t> cand;
+  cand.reserve(hist[bin]);
+  for (uint32_t i = 0; i < n; i++) {
+    const uint32_t a = bitsOf(x[i]) & 0x7fffffffU;
+    if ((a >> 16) == bin) cand.push_back(a);
+  }
+  const uint32_t need = k - above;  // 1..hist[bin]
+  std::nth_element(cand.begin(), cand.begin() + (need - 1), cand.end(), std::greater<uint32_t>());
+  const uint32_t t = cand[need - 1];
+  uint32_t ties = need;  // how many elements equal to t are kept (lowest indices first)
+  for (uint32_t a : cand) ties -= a > t;
+  for (uint32_t i = 0, j = 0; j < k; i++) {
+    const uint32_t a = bitsOf(x[i]) & 0x7fffffffU;
+    if (a > t || (a == t && ties > 0 && ties--)) idx[j++] = i;
+  }
+  return true;
+}
+
+// Encodes x into out (exactly encodedSize(p) bytes, all written). false: x holds Inf/NaN.
+bool encodeInto(const float* x, const Params& p, uint8_t* out) {
+  writeHeader(out, p);
+  uint8_t* body = out + kHeader;
+  switch (p.codec) {
+    case kNone: {
+      std::memcpy(body, x, 4ull * p.n);
+      return maxAbsBits(x, p.n) < 0x7f800000U;
+    }
+    case kInt8:
+      return quantize(x, p.n, p.blockSize, 127.0f, p.stochastic, p.seed, body,
+                      reinterpret_cast<int8_t*>(body + 4 * blocks(p.n, p.blockSize)));
+    case kInt4:
+      return quantize4(x, p.n, p.blockSize, p.stochastic, p.seed, body,
+                       body + 4 * blocks(p.n, p.blockSize));
+    default: {  // top-k
+      std::vector<uint32_t> idx(p.k);
+      if (!topkSelect(x, p.n, p.k, idx.data())) return false;
+      std::vector<float> vals(p.k);
+      for (uint32_t j = 0; j < p.k; j++) vals[j] = x[idx[j]];
+      std::memcpy(body, idx.data(), 4ull * p.k);
+      if (p.codec == kTopk) {
+        std::memcpy(body + 4ull * p.k, vals.data(), 4ull * p.k);
+        return true;
+      }
+      uint8_t* scales = body + 4ull * p.k;
+      return quantize(vals.data(), p.k, p.blockSize, 127.0f, p.stochastic, p.seed, scales,
+                      reinterpret_cast<int8_t*>(scales + 4 * blocks(p.k, p.blockSize)));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding. Every check the TypeScript decoder makes is made here, with the same message.
+std::string parseHeader(const uint8_t* b, size_t len, Params& p) {
+  if (len < kHeader)
+    return "payload too short for a header (" + std::to_string(len) + " < 20 bytes)";
+  if (std::memcmp(b, kMagic, 4) != 0) return "bad magic (not a fedgate compressed payload)";
+  if (b[4] != kVersion) return "unsupported format version " + std::to_string(b[4]);
+  if (b[5] > kTopkInt8) return "unknown codec id " + std::to_string(b[5]);
+  p.codec = b[5];
+  if (b[6] & ~(quantizes(p.codec) ? kFlagStochastic : 0))
+    return "unknown flags " + std::to_string(b[6]);
+  if (b[7] != 0) return "reserved byte is " + std::to_string(b[7]) + ", not 0";
+  p.n = get32(b + 8);
+  p.blockSize = get32(b + 12);
+  p.k = get32(b + 16);
+  p.stochastic = b[6] & kFlagStochastic;
+  const std::string name = kCodecNames[p.codec];
+  if (quantizes(p.codec) ? p.blockSize == 0 : p.blockSize != 0)
+    return "block size " + std::to_string(p.blockSize) + " is invalid for " + name;
+  if (sparse(p.codec) ? (p.k > p.n || (p.k == 0 && p.n > 0)) : p.k != 0)
+    return "k " + std::to_string(p.k) + " is invalid for " + name + " with n " + std::to_string(p.n);
+  const uint64_t want = encodedSize(p);
+  if (len != want)
+    return "length is " + std::to_string(len) + " bytes, " + name + " with n " +
+           std::to_string(p.n) + " needs " + std::to_string(want) + " (truncated or padded)";
+  return "";
+}
+
+std::string dequantize(const uint8_t* scales, const int8_t* q, uint32_t count, uint32_t bs,
+                       float* out) {
+  for (uint64_t start = 0, b = 0; start < count; start += bs, b++) {
+    const uint32_t sb = get32(scales + 4 * b);
+    if (sb >= 0x7f800000U) return "scale of block " + std::to_string(b) + " is not a finite number >= 0";
+    const float s = floatOf(sb);
+    const size_t len = size_t(std::min<uint64_t>(bs, count - start));
+    int bad = 0;
+    for (size_t i = 0; i < len; i++) {
+      bad |= q[start + i] == -128;
+      out[start + i] = float(q[start + i]) * s;
+    }
+    if (bad) return "int8 value -128 in block " + std::to_string(b) + " (range is -127..127)";
+  }
+  return "";
+}
+
+std::string decodeBody(const uint8_t* b, const Params& p, float* out) {
+  const uint8_t* body = b + kHeader;
+  switch (p.codec) {
+    case kNone:
+      std::memcpy(out, body, 4ull * p.n);
+      if (maxAbsBits(out, p.n) >= 0x7f800000U) return "value is not finite";
+      return "";
+    case kInt8:
+      return dequantize(body, reinterpret_cast<const int8_t*>(body + 4 * blocks(p.n, p.blockSize)),
+                        p.n, p.blockSize, out);
+    case kInt4: {
+      const uint8_t* packed = body + 4 * blocks(p.n, p.blockSize);
+      for (uint64_t start = 0, blk = 0; start < p.n; start += p.blockSize, blk++) {
+        const uint32_t sb = get32(body + 4 * blk);
+        if (sb >= 0x7f800000U)
+          return "scale of block " + std::to_string(blk) + " is not a finite number >= 0";
+        const float s = floatOf(sb);
+        const uint64_t end = std::min<uint64_t>(start + p.blockSize, p.n);
+        int bad = 0;
+        for (uint64_t i = start; i < end; i++) {
+          const int nib = (packed[i >> 1] >> ((i & 1) * 4)) & 0x0f;
+          bad |= nib == 8;
+          out[i] = float((nib ^ 8) - 8) * s;  // explicit sign extension of a 4-bit value
+        }
+        if (bad) return "int4 value -8 in block " + std::to_string(blk) + " (range is -7..7)";
+      }
+      if ((p.n & 1) && (packed[p.n >> 1] >> 4) != 0) return "int4 padding nibble is not 0";
+      return "";
+    }
+    default: {  // top-k
+      const uint8_t* vals = body + 4ull * p.k;
+      std::vector<float> v(p.k);
+      if (p.codec == kTopk) {
+        std::memcpy(v.data(), vals, 4ull * p.k);
+        if (maxAbsBits(v.data(), p.k) >= 0x7f800000U) return "value is not finite";
+      } else {
+        std::string err = dequantize(vals, reinterpret_cast<const int8_t*>(vals + 4 * blocks(p.k, p.blockSize)),
+                                     p.k, p.blockSize, v.data());
+        if (!err.empty()) return err;
+      }
+      int64_t prev = -1;
+      for (uint32_t j = 0; j < p.k; j++) {
+        const uint32_t i = get32(body + 4ull * j);
+        if (int64_t(i) <= prev || i >= p.n)
+          return "index " + std::to_string(i) + " at position " + std::to_string(j) +
+                 " is out of order or out of range";
+        out[i] = v[j];
+        prev = i;
+      }
+      return "";
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// JavaScript bindings. The TypeScript facade validates options and throws the user-facing errors;
+// these checks keep the addon memory-safe when called directly.
+// encode(x: Float32Array, codec, blockSize, stochastic, seed, k)
+
+std::string describeNonFinite(const float* x, uint32_t n) {
+  for (uint32_t i = 0; i < n; i++) {
+    const float v = x[i];
+    if (v != v) return "input[" + std::to_string(i) + "] is NaN: compress input must be finite";
+    if (v - v != 0.0f)
+      return "input[" + std::to_string(i) + "] is " + (v > 0 ? "Infinity" : "-Infinity") +
+             ": compress input must be finite";
+  }
+  return "input is not finite";
+}
+
+Params readParams(const Napi::CallbackInfo& info, Napi::Float32Array& x) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 6 || !info[0].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw Napi::TypeError::New(env, "encode(x, codec, blockSize, stochastic, seed, k): x must be a Float32Array");
+  for (int a = 1; a < 6; a++)
+    if (a == 3 ? !info[a].IsBoolean() : !info[a].IsNumber())
+      throw Napi::TypeError::New(env, "encode: argument " + std::to_string(a) + " has the wrong type");
+  x = info[0].As<Napi::Float32Array>();
+  Params p;
+  const uint32_t codec = info[1].As<Napi::Number>().Uint32Value();
+  if (codec > kTopkInt8) throw Napi::RangeError::New(env, "encode: unknown codec id");
+  if (x.ElementLength() > UINT32_MAX) throw Napi::RangeError::New(env, "encode: more than 2^32-1 elements");
+  p.codec = uint8_t(codec);
+  p.n = uint32_t(x.ElementLength());
+  p.blockSize = quantizes(p.codec) ? info[2].As<Napi::Number>().Uint32Value() : 0;
+  p.stochastic = info[3].As<Napi::Boolean>().Value();
+  p.seed = info[4].As<Napi::Number>().Uint32Value();
+  p.k = sparse(p.codec) ? info[5].As<Napi::Number>().Uint32Value() : 0;
+  if (quantizes(p.codec) && p.blockSize == 0) throw Napi::RangeError::New(env, "encode: block size must be >= 1");
+  if (sparse(p.codec) && (p.k > p.n || (p.k == 0 && p.n > 0)))
+    throw Napi::RangeError::New(env, "encode: k must be in 1..n");
+  return p;
+}
+
+Napi::Value Encode(const Napi::CallbackInfo& info) {
+  Napi::Float32Array x;
+  const Params p = readParams(info, x);
+  // Uninitialized memory (napi_create_buffer): encodeInto writes every byte.
+  auto out = Napi::Buffer<uint8_t>::New(info.Env(), size_t(encodedSize(p)));
+  if (!encodeInto(x.Data(), p, out.Data()))
+    throw Napi::RangeError::New(info.Env(), describeNonFinite(x.Data(), p.n));
+  return out;
+}
+
+// Large tensors: copied into native memory (and checked) here on the main thread, encoded on the
+// libuv thread pool; Execute never touches a JavaScript value.
+class EncodeWorker : public Napi::AsyncWorker {
+ public:
+  EncodeWorker(Napi::Env env, std::unique_ptr<float[]> x, const Params& p)
+      : Napi::AsyncWorker(env, "fedgate.compress.encode"), deferred_(Napi::Promise::Deferred::New(env)),
+        x_(std::move(x)), p_(p) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      size_ = size_t(encodedSize(p_));
+      out_.reset(new uint8_t[size_]);
+      if (!encodeInto(x_.get(), p_, out_.get())) SetError("input is not finite");
+    } catch (const std::exception& e) {
+      SetError(std::string("encode failed: ") + e.what());
+    }
+    x_.reset();
+  }
+  void OnOK() override {
+    deferred_.Resolve(Napi::Buffer<uint8_t>::Copy(Env(), out_.get(), size_));
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::unique_ptr<float[]> x_;
+  std::unique_ptr<uint8_t[]> out_;
+  size_t size_ = 0;
+  Params p_;
+};
+
+Napi::Value EncodeAsync(const Napi::CallbackInfo& info) {
+  Napi::Float32Array x;
+  const Params p = readParams(info, x);
+  std::unique_ptr<float[]> copy(new float[p.n ? p.n : 1]);
+  std::memcpy(copy.get(), x.Data(), 4ull * p.n);
+  if (maxAbsBits(copy.get(), p.n) >= 0x7f800000U)
+    throw Napi::RangeError::New(info.Env(), describeNonFinite(copy.get(), p.n));
+  auto* worker = new EncodeWorker(info.Env(), std::move(copy), p);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value Decode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    throw Napi::TypeError::New(env, "decode(bytes): bytes must be a Uint8Array");
+  auto bytes = info[0].As<Napi::Uint8Array>();
+  Params p;
+  std::string err = parseHeader(bytes.Data(), bytes.ByteLength(), p);
+  if (err.empty()) {
+    auto out = Napi::Float32Array::New(env, p.n);  // zero-filled: top-k scatters into it
+    err = decodeBody(bytes.Data(), p, out.Data());
+    if (err.empty()) return out;
+  }
+  throw Napi::Error::New(env, "corrupt payload: " + err);
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("formatVersion", Napi::Number::New(env, kVersion));
+  exports.Set("encode", Napi::Function::New(env, Encode, "encode"));
+  exports.Set("encodeAsync", Napi::Function::New(env, EncodeAsync, "encodeAsync"));
+  exports.Set("decode", Napi::Function::New(env, Decode, "decode"));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(fedgate_compress, Init)
