@@ -15,12 +15,13 @@ export interface Block {
 export function* planBlocks(n: number, steps: number, batchSize: number, seed: number, maxBlockSteps: number): Generator<Block> {
   if (n === 0 || steps === 0) return;
   const rand = seededRandom(seed);
-  const perm = new Uint32Array(n);
+  let perm = new Uint32Array(n);
   for (let i = 0; i < n; i++) perm[i] = i;
   let pos = n; // forces a shuffle before the first batch
   let left = steps;
   while (left > 0) {
     if (pos >= n) {
+      perm = perm.slice(); // a fresh array per pass: blocks already yielded keep their indices
       shuffle(perm, rand);
       pos = 0;
     }
