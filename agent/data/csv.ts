@@ -17,36 +17,37 @@ export interface CsvRecord {
   line: number;
 }
 
-/** Splits one CSV record into fields; returns undefined while a quoted field is still open (the record continues on the next line). */
+/**
+ * Splits one CSV record into fields; returns undefined while a quoted field is still open (the
+ * record continues on the next line). A field is quoted only if it starts with a quote; a quote
+ * inside an unquoted field is kept literally.
+ */
 export function splitCsvRecord(text: string, delimiter = ','): string[] | undefined {
+  if (text.indexOf('"') < 0) return text.split(delimiter);
   const fields: string[] = [];
-  let field = '';
-  let quoted = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text[i];
-    if (quoted) {
-      if (ch === '"') {
-        if (text[i + 1] === '"') {
-          field += '"';
-          i++;
+  let i = 0;
+  for (;;) {
+    let value = '';
+    if (text[i] === '"') {
+      let j = i + 1;
+      for (;;) {
+        const quote = text.indexOf('"', j);
+        if (quote < 0) return undefined;
+        value += text.slice(j, quote);
+        if (text[quote + 1] === '"') {
+          value += '"';
+          j = quote + 2;
         } else {
-          quoted = false;
+          i = quote + 1;
+          break;
         }
-      } else {
-        field += ch;
       }
-    } else if (ch === '"') {
-      quoted = true;
-    } else if (ch === delimiter) {
-      fields.push(field);
-      field = '';
-    } else {
-      field += ch;
     }
+    const end = text.indexOf(delimiter, i);
+    fields.push(value + text.slice(i, end < 0 ? text.length : end));
+    if (end < 0) return fields;
+    i = end + delimiter.length;
   }
-  if (quoted) return undefined;
-  fields.push(field);
-  return fields;
 }
 
 async function startsWithGzipMagic(file: string): Promise<boolean> {
@@ -60,42 +61,62 @@ async function startsWithGzipMagic(file: string): Promise<boolean> {
   }
 }
 
-/** Streams the records of a CSV file (plain or gzipped), header included, skipping blank lines. */
-export async function* csvRecords(file: string, opts: { delimiter?: string } = {}): AsyncGenerator<CsvRecord> {
+/**
+ * Streams the records of a CSV file (plain or gzipped), header included, skipping blank lines,
+ * calling `onRecord` for each; resolves with the number of records. An exception thrown by
+ * `onRecord` stops reading and rejects with it. Uses readline's 'line' events rather than its
+ * async iterator: a promise per line made reading the 12 Beijing files about twice as slow.
+ */
+export async function readCsvRecords(file: string, onRecord: (record: CsvRecord) => void, opts: { delimiter?: string } = {}): Promise<number> {
   const delimiter = opts.delimiter ?? ',';
   const gzipped = await startsWithGzipMagic(file);
-  const raw = createReadStream(file);
-  let input: Readable = raw;
-  if (gzipped) {
-    const gunzip = createGunzip();
-    raw.on('error', (err) => gunzip.destroy(err));
-    input = raw.pipe(gunzip);
-  }
-  const lines = createInterface({ input, crlfDelay: Infinity });
-  let lineNumber = 0;
-  let pending = '';
-  let pendingStart = 0;
-  try {
-    for await (const line of lines) {
+  return new Promise<number>((resolve, reject) => {
+    const raw = createReadStream(file);
+    let input: Readable = raw;
+    if (gzipped) input = raw.pipe(createGunzip());
+    const lines = createInterface({ input, crlfDelay: Infinity });
+    let settled = false;
+    let lineNumber = 0;
+    let records = 0;
+    let pending = '';
+    let pendingStart = 0;
+    const fail = (err: Error): void => {
+      if (settled) return;
+      settled = true;
+      lines.close();
+      raw.destroy();
+      input.destroy();
+      reject(err.message.startsWith(file) ? err : new Error(`${file}: ${err.message}`));
+    };
+    raw.on('error', fail);
+    input.on('error', fail);
+    lines.on('error', fail); // readline re-emits input errors (a truncated gzip) on the interface
+    lines.on('line', (line) => {
+      if (settled) return;
       lineNumber++;
-      if (pending === '' && line.trim() === '') continue;
-      const text = pending === '' ? line : `${pending}\n${line}`;
+      if (pending === '' && line.trim() === '') return;
       if (pending === '') pendingStart = lineNumber;
+      const text = pending === '' ? line : `${pending}\n${line}`;
       const fields = splitCsvRecord(lineNumber === 1 ? text.replace(/^\uFEFF/, '') : text, delimiter);
       if (fields === undefined) {
         pending = text;
-        continue;
+        return;
       }
       pending = '';
-      yield { fields, line: pendingStart };
-    }
-  } catch (err) {
-    throw new Error(`${file}: ${(err as Error).message}`);
-  } finally {
-    lines.close();
-    raw.destroy();
-  }
-  if (pending !== '') throw new Error(`${file}: unterminated quoted field starting on line ${pendingStart}`);
+      records++;
+      try {
+        onRecord({ fields, line: pendingStart });
+      } catch (err) {
+        fail(err as Error);
+      }
+    });
+    lines.on('close', () => {
+      if (settled) return;
+      if (pending !== '') return fail(new Error(`unterminated quoted field starting on line ${pendingStart}`));
+      settled = true;
+      resolve(records);
+    });
+  });
 }
 
 /** Values read as "missing" by default (after trimming whitespace). */
@@ -209,7 +230,7 @@ export async function loadCsvDataset(file: string, opts: CsvDatasetOptions): Pro
   let droppedRows = 0;
   let rowValues: number[] = [];
 
-  for await (const { fields, line } of csvRecords(file, { delimiter: opts.delimiter })) {
+  await readCsvRecords(file, ({ fields, line }) => {
     if (!header) {
       header = fields.map((f) => f.trim());
       const column = (name: string, role: string): number => {
@@ -223,14 +244,14 @@ export async function loadCsvDataset(file: string, opts: CsvDatasetOptions): Pro
       featureColumns = featureNames.map((name) => column(name, 'feature'));
       if (featureColumns.length === 0) throw new Error(`${file}: no feature columns`);
       rowValues = new Array(featureColumns.length);
-      continue;
+      return;
     }
     if (fields.length !== header.length) throw new Error(`${file}: line ${line} has ${fields.length} fields, the header has ${header.length}`);
     const label = fields[labelColumn];
     const owner = ownerColumn >= 0 ? fields[ownerColumn] : undefined;
     if (isMissing(label) || (ownerColumn >= 0 && isMissing(owner))) {
       droppedRows++;
-      continue;
+      return;
     }
     // Every labelled row's class counts, also when the row is dropped below, so class indices do
     // not depend on the missing-value policy.
@@ -249,12 +270,12 @@ export async function loadCsvDataset(file: string, opts: CsvDatasetOptions): Pro
     }
     if (rowHasMissing && policy === 'drop') {
       droppedRows++;
-      continue;
+      return;
     }
     for (const v of rowValues) values.push(v);
     labels.add(label.trim());
     if (owner !== undefined) owners.add(owner.trim());
-  }
+  }, { delimiter: opts.delimiter });
   if (!header) throw new Error(`${file}: empty CSV (no header row)`);
 
   const features = featureColumns.length;

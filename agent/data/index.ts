@@ -29,7 +29,17 @@ export {
   type CsvDatasetOptions,
   type CsvDataset,
   DEFAULT_MISSING_VALUES,
-  csvRecords,
+  readCsvRecords,
   splitCsvRecord,
   loadCsvDataset,
 } from './csv';
+export {
+  type AirQualityOptions,
+  type AirQualityDataset,
+  type FeatureStats,
+  AIR_CHANNELS,
+  AIR_CALENDAR_FEATURES,
+  AIR_NUMERIC_COLUMNS,
+  beijingAirStations,
+  loadBeijingAir,
+} from './beijing-air';
