@@ -22,6 +22,7 @@ const COMPASS = ['N', 'NNE', 'NE', 'ENE', 'E', 'ESE', 'SE', 'SSE', 'S', 'SSW', '
 const STATION_FILE = /^PRSA_Data_(.+)_\d{8}-\d{8}\.csv(\.gz)?$/;
 const HOUR_MS = 3_600_000;
 const PM25 = 0; // channel index of PM2.5
+const BEIJING_UTC_OFFSET_HOURS = 8;
 
 export interface FeatureStats {
   /** Per-feature mean and standard deviation used to standardise x (std 0 is replaced by 1). */
@@ -36,7 +37,7 @@ export interface AirQualityOptions {
   lagHours?: number;
   /** Load only these stations (names as in the files, e.g. 'Dongsi'); default all, sorted by name. */
   stations?: string[];
-  /** Keep only windows whose forecast origin lies in [from, to) (ISO dates, station local time). */
+  /** Keep only windows whose forecast origin lies in [from, to): ISO dates or date-times, on the station clock unless a zone is given. */
   from?: string;
   to?: string;
   /** Standardise with these statistics (e.g. the training period's) instead of computing them. */
@@ -85,11 +86,12 @@ function checkPositiveInteger(name: string, value: number, min: number): void {
 }
 
 function parseDateHour(text: string, option: string): number {
-  // A date or a date-time without a zone is read on the station clock (the files' local time).
+  // A date or a date-time without a zone is read on the station clock (the files' local time, Beijing
+  // = UTC+8 all year); one with a zone (Z, +08:00) is converted to it.
   const zoned = /([zZ]|[+-]\d{2}:?\d{2})$/.test(text) && text.includes('T');
   const ms = Date.parse(/^\d{4}-\d{2}-\d{2}$/.test(text) ? `${text}T00:00:00Z` : zoned ? text : `${text}Z`);
   if (!Number.isFinite(ms)) throw new Error(`loadBeijingAir: ${option} must be an ISO date like 2016-03-01, got ${JSON.stringify(text)}`);
-  return Math.floor(ms / HOUR_MS);
+  return Math.floor(ms / HOUR_MS) + (zoned ? BEIJING_UTC_OFFSET_HOURS : 0);
 }
 
 /** Finds the station files in `dir`, sorted by station name. */

@@ -47,21 +47,29 @@ export function select(ds: Dataset, indices: ArrayLike<number>): Shard {
   const n = indices.length;
   const x = new Float32Array(n * features);
   const labels = new Uint8Array(n);
-  const source = ds.x;
-  const isBytes = source instanceof Uint8Array;
   for (let r = 0; r < n; r++) {
     const row = indices[r];
     if (!Number.isInteger(row) || row < 0 || row >= ds.n) throw new RangeError(`select: index ${row} at position ${r} is outside 0..${ds.n - 1} of ${ds.name}`);
     labels[r] = ds.labels[row];
-    const from = row * features;
-    const to = r * features;
-    if (isBytes) {
-      for (let f = 0; f < features; f++) x[to + f] = BYTE_TO_UNIT[source[from + f]];
-    } else {
-      x.set(source.subarray(from, from + features), to);
-    }
   }
+  // Separate monomorphic copy loops: one loop over the Uint8Array | Float32Array union ran ~3x slower.
+  if (ds.x instanceof Uint8Array) copyBytesAsUnit(ds.x, indices, features, x);
+  else copyFloats(ds.x, indices, features, x);
   return { x, labels, n };
+}
+
+function copyBytesAsUnit(source: Uint8Array, indices: ArrayLike<number>, features: number, out: Float32Array): void {
+  for (let r = 0, to = 0; r < indices.length; r++) {
+    const from = indices[r] * features;
+    for (let f = 0; f < features; f++, to++) out[to] = BYTE_TO_UNIT[source[from + f]];
+  }
+}
+
+function copyFloats(source: Float32Array, indices: ArrayLike<number>, features: number, out: Float32Array): void {
+  for (let r = 0; r < indices.length; r++) {
+    const from = indices[r] * features;
+    out.set(source.subarray(from, from + features), r * features);
+  }
 }
 
 /** Per-class row counts, `counts[c]` = rows labelled c. */
