@@ -110,7 +110,7 @@ describe('Trainer (real ORT in a worker thread)', () => {
     const res = await trainer.train({ params: initParams(spec, 6), steps: 1_000_000, batchSize: 32, lr: 0.05, seed: 1, deadlineSeconds: 1 });
     clearInterval(timer);
     expect(res.seconds).toBeGreaterThanOrEqual(1);
-    expect(ticks).toBeGreaterThan(50); // ~100 expected at 10 ms; a blocked loop gives ~0-1
+    expect(ticks).toBeGreaterThan(30); // ~100 expected at 10 ms; a blocked loop gives ~0-1
   });
 
   it('rejects bad input with a clear message and keeps working', async () => {

@@ -42,7 +42,8 @@ parentPort!.on('message', (req: Request) => {
       res = { id: req.id, ok: true, value: out.value };
       transfer = out.transfer ?? [];
     } catch (e) {
-      res = { id: req.id, ok: false, error: e instanceof Error ? e.message : String(e) };
+      const msg = e instanceof Error ? e.message : String(e);
+      res = { id: req.id, ok: false, error: msg.startsWith(req.op) ? msg : `${req.op} failed: ${msg}` };
     }
     parentPort!.postMessage(res, transfer);
   });
