@@ -1,6 +1,6 @@
 /**
  * Times one SGD step of the 784-128-10 MLP at batch 32 and 128, three ways side by side, all on
- * ONE thread: fedgate's ORT step as the Trainer runs it (worker thread, ONNX Loop over blocks of
+ * ONE thread: fedgate's ORT step as the Trainer runs it (worker thread, ONNX Scan over blocks of
  * batches), PyTorch on CPU (Debian's python3-torch via /usr/bin/python3), and a plain TypeScript
  * loop. Prints a table, then as the last line one JSON object with ms/step and ratios.
  *
@@ -161,7 +161,7 @@ async function main(): Promise<void> {
   console.log(`ORT ${ort.env.versions.common}, torch ${torch.version ?? '-'}${torch.blas ? ` (BLAS: ${torch.blas})` : ''}, Node ${process.version}`);
   console.log('');
   const rows: Array<[string, PerBatch | undefined]> = [
-    ['fedgate ORT (Trainer: worker, Loop of 16 steps/run)', ortMs],
+    ['fedgate ORT (Trainer: worker, Scan of 16 steps/run)', ortMs],
     ['  ORT, one session.run per step (not used)', naiveMs],
     ['PyTorch CPU (1 thread)', torch.ms],
     ['plain TypeScript loop', tsMs],

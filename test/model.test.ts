@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import {
   type ModelSpec,
   buildInferenceModel,
-  buildTrainLoopModel,
+  buildTrainBlockModel,
   buildTrainStepModel,
   initParams,
   mlp,
@@ -131,10 +131,10 @@ describe('train-step graph (real onnxruntime-node)', () => {
     expect(await rowLoss([0, 1, 2])).toBeCloseTo((single[0] + single[1] + single[2]) / 3, 12);
   });
 
-  it('the Loop graph equals the same steps run one by one', async () => {
+  it('the multi-step (Scan) graph equals the same steps run one by one', async () => {
     const spec = mlp(6, [5], 3);
     const step = await ort.InferenceSession.create(buildTrainStepModel(spec, { dtype: 'float64' }));
-    const loop = await ort.InferenceSession.create(buildTrainLoopModel(spec, { dtype: 'float64' }));
+    const loop = await ort.InferenceSession.create(buildTrainBlockModel(spec, { dtype: 'float64' }));
     const rand = seededRandom(11);
     const K = 3;
     const B = 4;
@@ -218,7 +218,7 @@ describe.skipIf(noOnnx !== undefined)('onnx.checker (independent validation by t
     const models: Record<string, Uint8Array> = {
       'step32.onnx': buildTrainStepModel(spec),
       'step64.onnx': buildTrainStepModel(spec, { dtype: 'float64' }),
-      'loop32.onnx': buildTrainLoopModel(spec),
+      'block32.onnx': buildTrainBlockModel(spec),
       'infer.onnx': buildInferenceModel(spec),
       'baked.onnx': buildInferenceModel(spec, { weights: initParams(spec, 1) }),
     };

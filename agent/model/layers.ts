@@ -38,7 +38,7 @@ export function emitForward(g: GraphBuilder, spec: ModelSpec, params: LayerParam
   return { inputs, pre, logits: pre[pre.length - 1] };
 }
 
-/** Scalar constants a train step needs, declared once per graph (and visible inside Loop bodies). */
+/** Scalar constants a train step needs, declared once per graph (and visible inside Scan bodies). */
 export interface StepConstants { zero: string; axis0: string }
 
 export function stepConstants(g: GraphBuilder, dtype: DType): StepConstants {

@@ -1,5 +1,4 @@
-import { type DType, GraphBuilder, elemType, encodeModel, int, subgraph, valueInfo } from './graph';
-import { DataType } from './onnx-proto';
+import { type DType, GraphBuilder, elemType, encodeModel, int, subgraph } from './graph';
 import { emitTrainStep, layerParams, paramInputs, stepConstants } from './layers';
 import { type ModelSpec, classCount, paramLayout, validateSpec } from './spec';
 
@@ -27,42 +26,38 @@ export function buildTrainStepModel(spec: ModelSpec, opts: BuildOptions = {}): U
 }
 
 /**
- * Several SGD steps per run, as an ONNX Loop over a block of equal-sized batches: inputs are the
+ * Several SGD steps per run, as an ONNX Scan over a block of equal-sized batches: inputs are the
  * params, xs [steps, batch, inputSize], ys [steps, batch, classes] and lr; outputs are
  * `<param>_new` after the last step and `losses` [steps] (each step's mean batch loss).
- * Amortises the per-run overhead (feeding and copying out all params) over the block.
+ * Amortises the per-run overhead (feeding and copying out all params) over the block. Scan
+ * (params as state, batches as scan inputs) measured ~3% faster than a Loop with Gather.
  */
-export function buildTrainLoopModel(spec: ModelSpec, opts: BuildOptions = {}): Uint8Array {
+export function buildTrainBlockModel(spec: ModelSpec, opts: BuildOptions = {}): Uint8Array {
   spec = validateSpec(spec);
   const dtype = opts.dtype ?? 'float32';
   const T = elemType(dtype);
   const layout = paramLayout(spec);
-  const g = new GraphBuilder(`${spec.name}-train-loop`);
+  const classes = classCount(spec);
+  const g = new GraphBuilder(`${spec.name}-train-block`);
   paramInputs(g, spec, dtype);
   const xs = g.input('xs', T, ['steps', 'batch', spec.inputSize]);
-  const ys = g.input('ys', T, ['steps', 'batch', classCount(spec)]);
+  const ys = g.input('ys', T, ['steps', 'batch', classes]);
   const lr = g.input('lr', T, []);
   const consts = stepConstants(g, dtype);
 
   const body = new GraphBuilder('sgd-step', 'body_');
-  const iter = body.input('body_iter', DataType.INT64, []);
-  const condIn = body.input('body_cond_in', DataType.BOOL, []);
-  for (const p of layout) body.input(`body_${p.name}`, T, p.shape);
-  const x = body.node('Gather', [xs, iter], { axis: int(0) });
-  const y = body.node('Gather', [ys, iter], { axis: int(0) });
+  paramInputs(body, spec, dtype, (p) => `body_${p}`);
+  const x = body.input('body_x', T, ['batch', spec.inputSize]);
+  const y = body.input('body_y', T, ['batch', classes]);
   const cur = layerParams(spec, (p) => `body_${p}`);
   const next = layerParams(spec, (p) => `body_${p}_next`);
-  body.node('Identity', [condIn], {}, 'body_cond_out');
   emitTrainStep(body, spec, dtype, consts, cur, { x, y, lr, loss: 'body_loss', out: next });
-  body.outputs.push(valueInfo('body_cond_out', DataType.BOOL, []));
-  for (const p of layout) body.outputs.push(valueInfo(`body_${p.name}_next`, T, p.shape));
-  body.outputs.push(valueInfo('body_loss', T, []));
+  for (const p of layout) body.output(`body_${p.name}_next`, T, p.shape);
+  body.output('body_loss', T, []);
 
-  const tripShape = g.node('Shape', [xs], { start: int(0), end: int(1) });
-  const trips = g.node('Squeeze', [tripShape]);
   const outs = [...layout.map((p) => `${p.name}_new`), 'losses'];
-  g.multi('Loop', [trips, '', ...layout.map((p) => p.name)], outs, { body: subgraph(body.build()) });
+  g.multi('Scan', [...layout.map((p) => p.name), xs, ys], outs, { body: subgraph(body.build()), num_scan_inputs: int(2) });
   for (const p of layout) g.output(`${p.name}_new`, T, p.shape);
   g.output('losses', T, ['steps']);
-  return encodeModel(g.build(), `fedgate train loop (plain SGD, one step per batch) for ${spec.name}`);
+  return encodeModel(g.build(), `fedgate train block (plain SGD, one step per batch, Scan) for ${spec.name}`);
 }

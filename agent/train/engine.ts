@@ -1,11 +1,11 @@
 import * as ort from 'onnxruntime-node';
-import { type ModelSpec, type ParamInfo, buildInferenceModel, buildTrainLoopModel, classCount, paramLayout } from '../model';
+import { type ModelSpec, type ParamInfo, buildInferenceModel, buildTrainBlockModel, classCount, paramLayout } from '../model';
 import { planBlocks } from './batches';
 import type { EvalResult, TrainResult, TrainTask } from './types';
 import { checkData, checkParams, checkTask } from './validate';
 
 /**
- * Batches per session.run (ONNX Loop): amortises the per-run cost of feeding and copying out all
+ * Batches per session.run (ONNX Scan): amortises the per-run cost of feeding and copying out all
  * params (784-128-10, batch 32: ~0.26 ms/step vs ~0.5 with one run per step). Capped by rows
  * so the gathered block stays cache-sized at large batch sizes.
  */
@@ -45,7 +45,7 @@ export class TrainEngine {
       intraOpNumThreads: threads,
       interOpNumThreads: 1,
     };
-    const train = await ort.InferenceSession.create(buildTrainLoopModel(spec), options);
+    const train = await ort.InferenceSession.create(buildTrainBlockModel(spec), options);
     const evaluate = await ort.InferenceSession.create(buildInferenceModel(spec), options);
     return new TrainEngine(spec, train, evaluate, blockRows);
   }
