@@ -39,19 +39,27 @@ export function emitForward(g: GraphBuilder, spec: ModelSpec, params: LayerParam
 }
 
 /** Scalar constants a train step needs, declared once per graph (and visible inside Scan bodies). */
-export interface StepConstants { zero: string; axis0: string }
+export interface StepConstants { zero: string; minusOne: string; axis0: string }
 
 export function stepConstants(g: GraphBuilder, dtype: DType): StepConstants {
   return {
     zero: g.initializer(floatTensor(g.fresh('zero'), dtype, [], [0])),
+    minusOne: g.initializer(floatTensor(g.fresh('minus_one'), dtype, [], [-1])),
     axis0: g.initializer(int64Tensor(g.fresh('axis0'), [1], [0])),
   };
 }
 
-/** Batch size of `x` as a scalar of the float dtype: Shape -> Cast -> Squeeze. */
-export function batchSize(g: GraphBuilder, x: string, dtype: DType): string {
-  const shape = g.node('Shape', [x], { start: int(0), end: int(1) });
-  return g.node('Squeeze', [g.node('Cast', [shape], { to: int(elemType(dtype)) })]);
+/** Per-batch scalars: -1/B (turns the summed log-likelihood into the mean loss) and lr/B (gradient scale). */
+export interface BatchScalars { negInvB: string; scale: string }
+
+/**
+ * B is read from dimension `axis` of `t` (Shape -> Cast -> Squeeze), so a partial last batch
+ * needs no other graph. A multi-step graph computes these once per run, outside its Scan body.
+ */
+export function batchScalars(g: GraphBuilder, t: string, axis: number, lr: string, dtype: DType, c: StepConstants): BatchScalars {
+  const shape = g.node('Shape', [t], { start: int(axis), end: int(axis + 1) });
+  const B = g.node('Squeeze', [g.node('Cast', [shape], { to: int(elemType(dtype)) })]);
+  return { negInvB: g.node('Div', [c.minusOne, B]), scale: g.node('Div', [lr, B]) };
 }
 
 export interface StepOutputs { loss: string; newParams: LayerParams[] }
@@ -67,15 +75,14 @@ export function emitTrainStep(
   dtype: DType,
   c: StepConstants,
   params: LayerParams[],
-  io: { x: string; y: string; lr: string; loss?: string; out?: LayerParams[] },
+  io: { x: string; y: string; lr: string; batch?: BatchScalars; loss?: string; out?: LayerParams[] },
 ): StepOutputs {
+  const { negInvB, scale } = io.batch ?? batchScalars(g, io.x, 0, io.lr, dtype, c);
   const fwd = emitForward(g, spec, params, io.x);
-  const B = batchSize(g, io.x, dtype);
   const logp = g.node('LogSoftmax', [fwd.logits], { axis: int(1) });
-  const nllSum = g.node('ReduceSum', [g.node('Mul', [io.y, logp])], { keepdims: int(0) });
-  const loss = g.node('Neg', [g.node('Div', [nllSum, B])], {}, io.loss);
+  const llSum = g.node('ReduceSum', [g.node('Mul', [io.y, logp])], { keepdims: int(0) });
+  const loss = g.node('Mul', [llSum, negInvB], {}, io.loss);
 
-  const scale = g.node('Div', [io.lr, B]);
   let grad = g.node('Mul', [g.node('Sub', [g.node('Exp', [logp]), io.y]), scale]);
   const newParams: LayerParams[] = new Array(params.length);
   for (let i = spec.layers.length - 1; i >= 0; i--) {
@@ -88,7 +95,8 @@ export function emitTrainStep(
     };
     if (i > 0) {
       const active = spec.layers[i - 1].activation === 'relu';
-      grad = active ? g.node('Where', [g.node('Greater', [fwd.pre[i - 1], c.zero]), dh, c.zero]) : dh;
+      // ReLU' as a mask on the layer's output (h > 0 iff z > 0): z keeps a single consumer, so ORT can fuse Gemm+Relu.
+      grad = active ? g.node('Where', [g.node('Greater', [fwd.inputs[i], c.zero]), dh, c.zero]) : dh;
     }
   }
   return { loss, newParams };

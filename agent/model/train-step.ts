@@ -1,5 +1,5 @@
 import { type DType, GraphBuilder, elemType, encodeModel, int, subgraph } from './graph';
-import { emitTrainStep, layerParams, paramInputs, stepConstants } from './layers';
+import { batchScalars, emitTrainStep, layerParams, paramInputs, stepConstants } from './layers';
 import { type ModelSpec, classCount, paramLayout, validateSpec } from './spec';
 
 export interface BuildOptions { dtype?: DType }
@@ -51,7 +51,8 @@ export function buildTrainBlockModel(spec: ModelSpec, opts: BuildOptions = {}): 
   const y = body.input('body_y', T, ['batch', classes]);
   const cur = layerParams(spec, (p) => `body_${p}`);
   const next = layerParams(spec, (p) => `body_${p}_next`);
-  emitTrainStep(body, spec, dtype, consts, cur, { x, y, lr, loss: 'body_loss', out: next });
+  const batch = batchScalars(g, ys, 1, lr, dtype, consts); // same B for every step of a block
+  emitTrainStep(body, spec, dtype, consts, cur, { x, y, lr, batch, loss: 'body_loss', out: next });
   for (const p of layout) body.output(`body_${p.name}_next`, T, p.shape);
   body.output('body_loss', T, []);
 
