@@ -2,8 +2,8 @@ import { type ModelSpec, paramLayout } from '../agent/model';
 
 /**
  * The plain-TypeScript baseline: one SGD step of an MLP (ReLU hidden layers, mean softmax
- * cross-entropy) with straightforward loops over Float32Arrays (loop order chosen so the inner
- * loop walks contiguous memory). Updates `params` in place and returns the batch loss.
+ * cross-entropy, W stored [out, in] as in paramLayout) with straightforward loops, each inner
+ * loop walking contiguous memory. Updates `params` in place and returns the batch loss.
  */
 export function makeTsStep(spec: ModelSpec, maxBatch: number) {
   const layout = paramLayout(spec);
@@ -13,22 +13,21 @@ export function makeTsStep(spec: ModelSpec, maxBatch: number) {
 
   return function step(params: Float32Array, x: Float32Array, labels: Uint8Array, B: number, lr: number): number {
     const L = spec.layers.length;
-    const input = (l: number) => (l === 0 ? x : acts[l]);
+    const input = (l: number): ArrayLike<number> => (l === 0 ? x : acts[l]);
     for (let l = 0; l < L; l++) {
       const [W, b] = [layout[2 * l].offset, layout[2 * l + 1].offset];
-      const nin = sizes[l];
-      const nout = sizes[l + 1];
+      const [nin, nout] = [sizes[l], sizes[l + 1]];
       const h = input(l);
       const z = acts[l + 1];
+      const relu = spec.layers[l].activation === 'relu';
       for (let r = 0; r < B; r++) {
-        const zo = r * nout;
-        for (let j = 0; j < nout; j++) z[zo + j] = params[b + j];
-        for (let i = 0; i < nin; i++) {
-          const v = h[r * nin + i];
-          const wo = W + i * nout;
-          for (let j = 0; j < nout; j++) z[zo + j] += v * params[wo + j];
+        for (let j = 0; j < nout; j++) {
+          let s = params[b + j];
+          const wo = W + j * nin;
+          const ho = r * nin;
+          for (let i = 0; i < nin; i++) s += h[ho + i] * params[wo + i];
+          z[r * nout + j] = relu && s < 0 ? 0 : s;
         }
-        if (spec.layers[l].activation === 'relu') for (let j = 0; j < nout; j++) if (z[zo + j] < 0) z[zo + j] = 0;
       }
     }
     const C = sizes[L];
@@ -45,27 +44,26 @@ export function makeTsStep(spec: ModelSpec, maxBatch: number) {
     }
     for (let l = L - 1; l >= 0; l--) {
       const [W, b] = [layout[2 * l].offset, layout[2 * l + 1].offset];
-      const nin = sizes[l];
-      const nout = sizes[l + 1];
+      const [nin, nout] = [sizes[l], sizes[l + 1]];
       const h = input(l);
       if (l > 0) {
         const dh = grads[l];
+        dh.fill(0, 0, B * nin);
         for (let r = 0; r < B; r++) {
-          for (let i = 0; i < nin; i++) {
-            if (h[r * nin + i] <= 0) { dh[r * nin + i] = 0; continue; } // ReLU gradient
-            let s = 0;
-            const wo = W + i * nout;
-            for (let j = 0; j < nout; j++) s += g[r * nout + j] * params[wo + j];
-            dh[r * nin + i] = s;
+          for (let j = 0; j < nout; j++) {
+            const gj = g[r * nout + j];
+            const wo = W + j * nin;
+            for (let i = 0; i < nin; i++) dh[r * nin + i] += gj * params[wo + i];
           }
+          for (let i = 0; i < nin; i++) if (h[r * nin + i] <= 0) dh[r * nin + i] = 0; // ReLU gradient
         }
       }
       for (let r = 0; r < B; r++) {
-        for (let j = 0; j < nout; j++) params[b + j] -= g[r * nout + j];
-        for (let i = 0; i < nin; i++) {
-          const v = h[r * nin + i];
-          const wo = W + i * nout;
-          for (let j = 0; j < nout; j++) params[wo + j] -= v * g[r * nout + j];
+        for (let j = 0; j < nout; j++) {
+          const gj = g[r * nout + j];
+          params[b + j] -= gj;
+          const wo = W + j * nin;
+          for (let i = 0; i < nin; i++) params[wo + i] -= gj * h[r * nin + i];
         }
       }
       g = grads[l];

@@ -121,6 +121,31 @@ async function benchTs(data: { x: Float32Array; labels: Uint8Array }): Promise<P
   return out;
 }
 
+/** The baselines must compute the same step: compare one TS step with one ORT step from the same params. */
+async function checkTsAgainstOrt(data: { x: Float32Array; labels: Uint8Array }): Promise<number> {
+  const B = 32;
+  const session = await ort.InferenceSession.create(buildTrainStepModel(spec));
+  const start = initParams(spec, 7);
+  const y = new Float32Array(B * 10);
+  for (let r = 0; r < B; r++) y[r * 10 + data.labels[r]] = 1;
+  const feeds: Record<string, ort.Tensor> = {
+    x: new ort.Tensor('float32', data.x.subarray(0, B * 784), [B, 784]),
+    y: new ort.Tensor('float32', y, [B, 10]),
+    lr: new ort.Tensor('float32', Float32Array.of(0.1), []),
+  };
+  for (const p of paramLayout(spec)) feeds[p.name] = new ort.Tensor('float32', start.subarray(p.offset, p.offset + p.size), p.shape);
+  const out = await session.run(feeds);
+  const mine = Float32Array.from(start);
+  makeTsStep(spec, B)(mine, data.x, data.labels, B, 0.1);
+  let maxDiff = 0;
+  for (const p of paramLayout(spec)) {
+    const o = out[`${p.name}_new`].data as Float32Array;
+    for (let i = 0; i < p.size; i++) maxDiff = Math.max(maxDiff, Math.abs(o[i] - mine[p.offset + i]));
+  }
+  await session.release();
+  return maxDiff;
+}
+
 interface TorchRun { ms?: PerBatch; version?: string; blas?: string; skipped?: string }
 
 function benchTorch(): TorchRun {
@@ -155,6 +180,7 @@ async function main(): Promise<void> {
   const naiveMs = await benchOneRunPerStep(data);
   const torch = benchTorch();
   const tsMs = await benchTs(data);
+  const tsDiff = await checkTsAgainstOrt(data);
 
   console.log(`train step, MLP 784-128-10 (ReLU, softmax cross-entropy, plain SGD), ${THREADS} thread, ms/step`);
   console.log(`median of ${CHUNKS} timed chunks per figure; load average at start ${load.map((l) => l.toFixed(2)).join(' ')} on ${os.cpus().length} cores`);
@@ -177,7 +203,7 @@ async function main(): Promise<void> {
   if (torch.blas && /blas\/libblas|netlib|reference/i.test(torch.blas)) {
     console.log('warning: torch runs on the reference BLAS (Debian default without libopenblas0): its figure is not representative');
   }
-  console.log(`ORT / TypeScript: ${BATCHES.map((B) => `${vsTs![B]}× @${B}`).join(', ')}`);
+  console.log(`ORT / TypeScript: ${BATCHES.map((B) => `${vsTs![B]}× @${B}`).join(', ')}   (TS step matches ORT's to ${tsDiff.toExponential(1)} max abs)`);
   console.log(
     JSON.stringify({
       bench: 'train-step',

@@ -50,12 +50,12 @@ function oneHot(labels: ArrayLike<number>, classes: number, Ctor: Float64ArrayCo
 }
 
 describe('model spec', () => {
-  it('lays params out as W1,b1,W2,b2 in one flat array', () => {
+  it('lays params out as W1,b1,W2,b2 in one flat array, W as [out, in]', () => {
     const spec = mlp(784, [128], 10);
     expect(paramLayout(spec)).toEqual([
-      { name: 'W1', shape: [784, 128], offset: 0, size: 100352 },
+      { name: 'W1', shape: [128, 784], offset: 0, size: 100352 },
       { name: 'b1', shape: [128], offset: 100352, size: 128 },
-      { name: 'W2', shape: [128, 10], offset: 100480, size: 1280 },
+      { name: 'W2', shape: [10, 128], offset: 100480, size: 1280 },
       { name: 'b2', shape: [10], offset: 101760, size: 10 },
     ]);
     expect(paramCount(spec)).toBe(101770);

@@ -10,7 +10,7 @@ export function initParams(spec: ModelSpec, seed: number): Float32Array {
   const rand = seededRandom(seed);
   for (const p of paramLayout(spec)) {
     if (p.shape.length !== 2) continue; // biases stay 0
-    const bound = Math.sqrt(6 / p.shape[0]);
+    const bound = Math.sqrt(6 / p.shape[1]); // shape is [out, in]: fan-in is the second dim
     for (let i = 0; i < p.size; i++) params[p.offset + i] = (rand() * 2 - 1) * bound;
   }
   return params;

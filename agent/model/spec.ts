@@ -13,7 +13,7 @@ export interface ModelSpec {
   layers: DenseLayer[];
 }
 
-/** Where one parameter tensor lives inside the flat Float32Array holding all params (W1, b1, W2, b2, ...). */
+/** Where one parameter tensor lives inside the flat Float32Array holding all params (W1, b1, W2, b2, ...); W is [out, in]. */
 export interface ParamInfo {
   name: string;
   shape: number[];
@@ -33,13 +33,16 @@ export function classCount(spec: ModelSpec): number {
   return spec.layers[spec.layers.length - 1].units;
 }
 
-/** Weights are stored [in, out] (row-major), so a layer is `x @ W + b`. */
+/**
+ * Weights are stored [out, in] (row-major, PyTorch's nn.Linear convention), so a layer is
+ * `x W^T + b`; the train-step graph relies on this layout for speed (see emitTrainStep).
+ */
 export function paramLayout(spec: ModelSpec): ParamInfo[] {
   const out: ParamInfo[] = [];
   let offset = 0;
   let fanIn = spec.inputSize;
   spec.layers.forEach((layer, i) => {
-    const w = { name: `W${i + 1}`, shape: [fanIn, layer.units], offset, size: fanIn * layer.units };
+    const w = { name: `W${i + 1}`, shape: [layer.units, fanIn], offset, size: fanIn * layer.units };
     offset += w.size;
     const b = { name: `b${i + 1}`, shape: [layer.units], offset, size: layer.units };
     offset += b.size;

@@ -1,4 +1,4 @@
-import { type DType, GraphBuilder, elemType, encodeModel, int, subgraph } from './graph';
+import { type DType, GraphBuilder, elemType, encodeModel, int, ints, subgraph } from './graph';
 import { batchScalars, emitTrainStep, layerParams, paramInputs, stepConstants } from './layers';
 import { type ModelSpec, classCount, paramLayout, validateSpec } from './spec';
 
@@ -19,7 +19,8 @@ export function buildTrainStepModel(spec: ModelSpec, opts: BuildOptions = {}): U
   const lr = g.input('lr', T, []);
   const params = layerParams(spec);
   const out = layerParams(spec, (p) => `${p}_new`);
-  emitTrainStep(g, spec, dtype, stepConstants(g, dtype), params, { x, y, lr, loss: 'loss', out });
+  const yT = g.node('Transpose', [y], { perm: ints([1, 0]) });
+  emitTrainStep(g, spec, dtype, stepConstants(g, dtype), params, { x, yT, lr, loss: 'loss', out });
   g.output('loss', T, []);
   for (const p of paramLayout(spec)) g.output(`${p.name}_new`, T, p.shape);
   return encodeModel(g.build(), `fedgate train step (plain SGD) for ${spec.name}`);
@@ -48,16 +49,17 @@ export function buildTrainBlockModel(spec: ModelSpec, opts: BuildOptions = {}): 
   const body = new GraphBuilder('sgd-step', 'body_');
   paramInputs(body, spec, dtype, (p) => `body_${p}`);
   const x = body.input('body_x', T, ['batch', spec.inputSize]);
-  const y = body.input('body_y', T, ['batch', classes]);
+  const yT = body.input('body_yT', T, [classes, 'batch']);
   const cur = layerParams(spec, (p) => `body_${p}`);
   const next = layerParams(spec, (p) => `body_${p}_next`);
   const batch = batchScalars(g, ys, 1, lr, dtype, consts); // same B for every step of a block
-  emitTrainStep(body, spec, dtype, consts, cur, { x, y, lr, batch, loss: 'body_loss', out: next });
+  emitTrainStep(body, spec, dtype, consts, cur, { x, yT, lr, batch, loss: 'body_loss', out: next });
   for (const p of layout) body.output(`body_${p.name}_next`, T, p.shape);
   body.output('body_loss', T, []);
 
   const outs = [...layout.map((p) => `${p.name}_new`), 'losses'];
-  g.multi('Scan', [...layout.map((p) => p.name), xs, ys], outs, { body: subgraph(body.build()), num_scan_inputs: int(2) });
+  const ysT = g.node('Transpose', [ys], { perm: ints([0, 2, 1]) }); // one-hot as [classes, batch] per step
+  g.multi('Scan', [...layout.map((p) => p.name), xs, ysT], outs, { body: subgraph(body.build()), num_scan_inputs: int(2) });
   for (const p of layout) g.output(`${p.name}_new`, T, p.shape);
   g.output('losses', T, ['steps']);
   return encodeModel(g.build(), `fedgate train block (plain SGD, one step per batch, Scan) for ${spec.name}`);
