@@ -522,7 +522,7 @@ Napi::Value Decode(const Napi::CallbackInfo& info) {
 // simd() -> "avx2" | "baseline"; simd("baseline") forces the baseline kernels (tests compare
 // both paths), simd("avx2") returns them to AVX2 if the CPU has it.
 Napi::Value SimdLevel(const Napi::CallbackInfo& info) {
-  if (info.Length() > 0) {
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
     if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), "simd(level): level must be a string");
     const std::string want = info[0].As<Napi::String>();
     if (want == "baseline") gSimd = Simd::kBaseline;

@@ -12,6 +12,7 @@ interface Addon {
   encode(x: Float32Array, codec: number, blockSize: number, stochastic: boolean, seed: number, k: number): Uint8Array;
   encodeAsync(x: Float32Array, codec: number, blockSize: number, stochastic: boolean, seed: number, k: number): Promise<Uint8Array>;
   decode(bytes: Uint8Array): Float32Array;
+  simd(level?: 'baseline' | 'avx2'): string;
 }
 
 export const ADDON_FILE = path.join('build', 'Release', 'fedgate_compress.node');
@@ -24,7 +25,8 @@ function packageRoot(): string | undefined {
   }
 }
 
-export function loadNative(): { backend?: RawBackend; reason: string } {
+/** `simd` picks the kernel set (tests check that every CPU path gives the same bytes). */
+export function loadNative(): { backend?: RawBackend; simd?: Addon['simd']; reason: string } {
   const root = packageRoot();
   if (!root) return { reason: `no package.json above ${__dirname}` };
   const file = path.join(root, ADDON_FILE);
@@ -45,5 +47,5 @@ export function loadNative(): { backend?: RawBackend; reason: string } {
     encodeAsync: (x: Float32Array, p: Params) => addon.encodeAsync(x, p.codec, p.blockSize, p.stochastic, p.seed, p.k),
     decode: (bytes: Uint8Array) => addon.decode(bytes),
   };
-  return { backend, reason: `native addon loaded from ${file}` };
+  return { backend, simd: (level) => (level === undefined ? addon.simd() : addon.simd(level)), reason: `native addon loaded from ${file}` };
 }
