@@ -237,3 +237,52 @@ describe.skipIf(noOnnx !== undefined)('onnx.checker (independent validation by t
     expect(res.stdout.trim().split('\n')).toHaveLength(5);
   });
 });
+
+const torchProbe = spawnSync(PY, ['-c', 'import torch'], { encoding: 'utf8' });
+const noTorch = torchProbe.status === 0 ? undefined : `python3-torch not importable by ${PY}`;
+if (noTorch) console.warn(`skipping PyTorch cross-check: ${noTorch}`);
+
+describe.skipIf(noTorch !== undefined)('PyTorch cross-check', () => {
+  it('one float64 SGD step equals torch nn.Linear + CrossEntropyLoss + SGD (same [out, in] layout)', async () => {
+    const spec = mlp(7, [6, 5], 4);
+    const rand = seededRandom(3);
+    const params = Float64Array.from(initParams(spec, 2), (v) => v + (rand() - 0.5) * 0.1);
+    const B = 5;
+    const x = Float64Array.from({ length: B * 7 }, () => rand() * 2 - 1);
+    const labels = [3, 0, 1, 3, 2];
+    const session = await ort.InferenceSession.create(buildTrainStepModel(spec, { dtype: 'float64' }));
+    const out = await session.run({
+      ...paramFeeds(spec, params, 'float64'),
+      x: tensorOf('float64', x, [B, 7]),
+      y: tensorOf('float64', oneHot(labels, 4, Float64Array), [B, 4]),
+      lr: tensorOf('float64', Float64Array.of(0.25), []),
+    });
+    const script = [
+      'import json, sys, torch',
+      'a = json.load(sys.stdin)',
+      'torch.set_default_dtype(torch.float64)',
+      'layers = []',
+      'for i, (w, b) in enumerate(zip(a["W"], a["b"])):',
+      '    lin = torch.nn.Linear(len(w[0]), len(w))',
+      '    with torch.no_grad(): lin.weight.copy_(torch.tensor(w)); lin.bias.copy_(torch.tensor(b))',
+      '    layers += [lin] + ([torch.nn.ReLU()] if i < len(a["W"]) - 1 else [])',
+      'model = torch.nn.Sequential(*layers)',
+      'opt = torch.optim.SGD(model.parameters(), lr=a["lr"])',
+      'loss = torch.nn.functional.cross_entropy(model(torch.tensor(a["x"])), torch.tensor(a["labels"]))',
+      'loss.backward(); opt.step()',
+      'print(json.dumps({"loss": loss.item(), "params": [v for p in model.parameters() for v in p.detach().flatten().tolist()]}))',
+    ].join('\n');
+    const layout = paramLayout(spec);
+    const W = layout.filter((p) => p.shape.length === 2).map((p) => Array.from({ length: p.shape[0] }, (_, r) => Array.from(params.subarray(p.offset + r * p.shape[1], p.offset + (r + 1) * p.shape[1]))));
+    const b = layout.filter((p) => p.shape.length === 1).map((p) => Array.from(params.subarray(p.offset, p.offset + p.size)));
+    const rows = Array.from({ length: B }, (_, r) => Array.from(x.subarray(r * 7, (r + 1) * 7)));
+    const res = spawnSync(PY, ['-c', script], { input: JSON.stringify({ W, b, x: rows, labels, lr: 0.25 }), encoding: 'utf8' });
+    expect(res.status, res.stderr).toBe(0);
+    const torchOut = JSON.parse(res.stdout) as { loss: number; params: number[] };
+    expect(out.loss.data[0] as number).toBeCloseTo(torchOut.loss, 12);
+    const mine = flatten(spec, out, '_new', Float64Array);
+    expect(torchOut.params).toHaveLength(mine.length); // torch's order W1,b1,W2,b2,... matches paramLayout
+    const maxDiff = torchOut.params.reduce((m, v, i) => Math.max(m, Math.abs(v - mine[i])), 0);
+    expect(maxDiff).toBeLessThan(1e-12);
+  });
+});
