@@ -219,8 +219,12 @@ bool quantize4(const float* x, uint32_t n, uint32_t bs, bool stochastic, uint32_
     if (e & 1) { packed[e >> 1] |= uint8_t((q[0] & 0x0f) << 4); i = 1; e++; }
     uint8_t* o = packed + (e >> 1);
     const uint32_t pairs = (len - i) / 2;
-    for (uint32_t j = 0; j < pairs; j++)
-      o[j] = uint8_t((q[i + 2 * j] & 0x0f) | ((q[i + 2 * j + 1] & 0x0f) << 4));
+    const int8_t* __restrict src = q.data() + i;
+    for (uint32_t j = 0; j < pairs; j++) {  // a pair as one little-endian u16: vectorizes
+      uint16_t pair;
+      std::memcpy(&pair, src + 2 * j, 2);
+      o[j] = uint8_t((pair & 0x0f) | ((pair >> 4) & 0xf0));
+    }
     if ((len - i) & 1) o[pairs] = uint8_t(q[len - 1] & 0x0f);
   }
   return true;
