@@ -1,7 +1,11 @@
-"""PyTorch CPU reference for bench/train-step: one plain-SGD step of the same MLP (784-128-10,
-ReLU, mean softmax cross-entropy), timed per step. Prints one JSON line: {"torch": {...}}.
+"""PyTorch CPU reference for bench/train-step: plain-SGD steps of the same MLP (784-128-10, ReLU,
+mean softmax cross-entropy), timed per step.
 
-Usage: /usr/bin/python3 bench/train_step_torch.py --threads 1 --batches 32,128 --steps 2000
+Serves timing requests so the caller can interleave them with its own measurements (the machine
+may be shared): prints one JSON line {"ready": ..., "version", "threads", "blas"} and then, for each
+stdin line "BATCH STEPS", runs STEPS steps at that batch size and prints {"ms": ms_per_step}.
+
+Usage: /usr/bin/python3 bench/train_step_torch.py --threads 1
 """
 import argparse
 import json
@@ -11,7 +15,7 @@ import time
 try:
     import torch
 except ImportError as e:  # the caller reports the skip
-    print(json.dumps({"skipped": f"torch not importable: {e}"}))
+    print(json.dumps({"skipped": f"torch not importable: {e}"}), flush=True)
     sys.exit(0)
 
 
@@ -29,8 +33,6 @@ def loaded_blas() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--batches", default="32,128")
-    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--sizes", default="784,128,10")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -44,31 +46,29 @@ def main() -> None:
     model = torch.nn.Sequential(*layers)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = torch.nn.CrossEntropyLoss()
-    result = {}
-    for b in (int(s) for s in args.batches.split(",")):
-        # A pool of distinct batches, like a real epoch, rather than one batch over and over.
-        pool = [(torch.rand(b, sizes[0]), torch.randint(0, sizes[-1], (b,))) for _ in range(64)]
+    pools = {}
 
-        def step(i: int) -> None:
-            x, y = pool[i % len(pool)]
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
-            loss.item()  # the trainer reads every loss
+    def step(pool, i: int) -> None:
+        x, y = pool[i % len(pool)]
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        loss.item()  # the trainer reads every loss
 
-        for i in range(200):
-            step(i)
-        # Median of 5 timed chunks: the machine may be shared.
-        per = max(1, args.steps // 5)
-        chunks = []
-        for _ in range(5):
-            t = time.perf_counter()
-            for i in range(per):
-                step(i)
-            chunks.append((time.perf_counter() - t) * 1000 / per)
-        result[str(b)] = sorted(chunks)[len(chunks) // 2]
-    print(json.dumps({"torch": result, "version": torch.__version__, "threads": torch.get_num_threads(), "blas": loaded_blas()}))
+    step([(torch.rand(8, sizes[0]), torch.randint(0, sizes[-1], (8,)))], 0)
+    print(json.dumps({"ready": True, "version": torch.__version__, "threads": torch.get_num_threads(), "blas": loaded_blas()}), flush=True)
+    for line in sys.stdin:
+        b, steps = (int(v) for v in line.split())
+        if b not in pools:
+            # A pool of distinct batches, like a real epoch, rather than one batch over and over.
+            pools[b] = [(torch.rand(b, sizes[0]), torch.randint(0, sizes[-1], (b,))) for _ in range(64)]
+            for i in range(100):
+                step(pools[b], i)
+        t = time.perf_counter()
+        for i in range(steps):
+            step(pools[b], i)
+        print(json.dumps({"ms": (time.perf_counter() - t) * 1000 / steps}), flush=True)
 
 
 if __name__ == "__main__":
