@@ -50,11 +50,11 @@ describe('Trainer (real ORT in a worker thread)', () => {
     await trainer?.close();
   });
 
-  it('raises test accuracy from chance to above 85%', async () => {
+  it('raises test accuracy from chance (~10%) to above 85% in 5 epochs of 3000 MNIST images', async () => {
     const params = initParams(spec, 1);
     const before = await trainer.evaluate(params, test);
     expect(before.accuracy).toBeLessThan(0.25);
-    const res = await trainer.train({ params, steps: 3 * 94, batchSize: 32, lr: 0.1, seed: 1 });
+    const res = await trainer.train({ params, steps: 5 * 94, batchSize: 32, lr: 0.1, seed: 1 }); // 5 epochs: ~88% here
     const after = await trainer.evaluate(res.params, test);
     expect(after.samples).toBe(1000);
     expect(after.accuracy).toBeGreaterThan(0.85);
