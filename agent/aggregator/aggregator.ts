@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { logger, type Logger } from '../log';
-import { decode } from '../compress';
+import { decode, decodedLength } from '../compress';
 import type { ModelSpec } from '../model';
 import {
   FrameKind, MqttLink, Reassembler, Topics, parseHeartbeat, parseJson, parseNodeState, parseUpdateMeta,
@@ -295,6 +295,8 @@ export class Aggregator extends EventEmitter {
     }
     if (open.results.has(node)) return; // redelivered: counts once
     try {
+      const n = decodedLength(whole.payload);
+      if (n !== open.paramCount) throw new UpdateRejected(`update from ${node} announces ${n} values, the model has ${open.paramCount}`);
       const delta = decode(whole.payload);
       const update = checkUpdate({ node, round: meta.round, samples: meta.samples, steps: meta.steps, delta, loss: meta.loss }, { round: open.round, paramCount: open.paramCount, selected: open.selected });
       const seconds = (Date.now() - (open.sentAt.get(node) ?? Date.now())) / 1000;

@@ -65,6 +65,6 @@ export function jobOptions(cmd: Command): Command {
     .option('--deadline <seconds>', 'time each round\'s tasks are given', positive, 120)
     .option('--seed <n>', 'random seed', int(0), 1)
     .option('--checkpoint <file>', 'checkpoint file, written after every round')
-    .option('--model-out <file>', 'write the final global model as a standard .onnx file')
+    .option('--model-out <file>', 'write the final global model as a standard .onnx file', 'fedgate-model.onnx')
     .option('--report <file>', 'write a JSON report of the run');
 }

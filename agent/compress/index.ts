@@ -7,6 +7,7 @@
  * FEDGATE_COMPRESS_BACKEND=native makes a missing addon an error at import.
  */
 import { active } from './codec';
+import { readHeader } from './format';
 
 export type { CodecName } from './format';
 export { CorruptPayloadError, FORMAT_VERSION } from './format';
@@ -28,4 +29,13 @@ export function encodeAsync(x: Float32Array, opts: CodecOptions): Promise<Bytes>
 
 export function decode(bytes: Uint8Array): Floats {
   return active.decode(bytes);
+}
+
+/**
+ * Number of values a payload decodes to, from its checked header, without decoding it. A receiver
+ * compares this with the size it expects before decoding, so a forged header cannot make it
+ * allocate gigabytes.
+ */
+export function decodedLength(bytes: Uint8Array): number {
+  return readHeader(bytes).n;
 }
