@@ -1,6 +1,7 @@
 import * as ort from 'onnxruntime-node';
 import { type ModelSpec, type ParamInfo, buildInferenceModel, buildTrainBlockModel, classCount, paramLayout } from '../model';
 import { planBlocks } from './batches';
+import type { Pacer } from './pace';
 import type { EvalResult, TrainResult, TrainTask } from './types';
 import { checkData, checkParams, checkTask } from './validate';
 
@@ -60,7 +61,11 @@ export class TrainEngine {
     return labels.length;
   }
 
-  async train(task: TrainTask): Promise<TrainResult> {
+  /**
+   * Runs the task's steps block by block. With a `pacer`, it rests between blocks as the shared duty
+   * cycle asks (a pause counts against the deadline like work does) and ends early on a stop request.
+   */
+  async train(task: TrainTask, pacer?: Pacer): Promise<TrainResult> {
     checkTask(this.spec, task);
     const data = this.data;
     if (!data || data.n === 0) throw new Error('train: no local data (call setData first)');
@@ -76,11 +81,16 @@ export class TrainEngine {
     let samples = 0;
     let lossSum = 0;
     let stoppedEarly = false;
+    let busyMs = 0;
+    let idleMs = 0;
+    let lastBlockMs = 0;
     for (const block of planBlocks(data.n, task.steps, task.batchSize, task.seed, maxSteps)) {
-      if (performance.now() - started >= deadlineMs) {
+      if (pacer) idleMs += pacer.rest(lastBlockMs, started + deadlineMs);
+      if (performance.now() - started >= deadlineMs || pacer?.stopRequested) {
         stoppedEarly = true;
         break;
       }
+      const blockStart = performance.now();
       const rows = block.steps * block.batchSize;
       this.gather(data, block.indices);
       const feeds: Record<string, ort.Tensor> = {
@@ -99,6 +109,8 @@ export class TrainEngine {
       [cur, next] = [next, cur];
       steps += block.steps;
       samples += rows;
+      lastBlockMs = performance.now() - blockStart;
+      busyMs += lastBlockMs;
     }
     return {
       params: cur,
@@ -106,6 +118,8 @@ export class TrainEngine {
       steps,
       samples,
       seconds: (performance.now() - started) / 1000,
+      busySeconds: busyMs / 1000,
+      idleSeconds: idleMs / 1000,
       stoppedEarly,
     };
   }

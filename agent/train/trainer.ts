@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { logger } from '../log';
 import { type ModelSpec, validateSpec } from '../model';
+import { createControl, readDutyCycle, requestStop, writeDutyCycle } from './pace';
 import type { EvalResult, Request, Response, TrainResult, TrainTask, TrainerOptions } from './types';
 
 const log = logger('train');
@@ -32,7 +33,7 @@ export class Trainer {
   private failure: Error | undefined;
   private count = 0;
 
-  private constructor(readonly spec: ModelSpec, private readonly worker: Worker) {
+  private constructor(readonly spec: ModelSpec, private readonly worker: Worker, private readonly control: Int32Array) {
     worker.on('message', (res: Response) => this.settle(res));
     worker.on('error', (err) => this.fail(new Error(`trainer worker crashed: ${err.message}`)));
     worker.on('exit', (code) => this.fail(new Error(`trainer worker exited (code ${code})`)));
@@ -42,7 +43,8 @@ export class Trainer {
     const valid = validateSpec(spec);
     const threads = opts.threads ?? 1;
     if (!Number.isInteger(threads) || threads < 1) throw new Error(`Trainer: threads must be a positive integer, got ${threads}`);
-    const trainer = new Trainer(valid, new Worker(workerScript()));
+    const control = createControl();
+    const trainer = new Trainer(valid, new Worker(workerScript(), { workerData: { control } }), control);
     try {
       await trainer.call({ op: 'init', spec: valid, threads });
     } catch (e) {
@@ -71,8 +73,24 @@ export class Trainer {
     return this.call({ op: 'evaluate', params, data }) as Promise<EvalResult>;
   }
 
-  /** Releases the ORT sessions and ends the worker; pending calls are rejected. Idempotent. */
+  /**
+   * Share of the wall time training may compute, from 0 to 1 (default 1, full speed). Applied by
+   * the worker between blocks, to the running task at once and to later ones: at 0.5 it rests after
+   * each block as long as the block took; at 0 it pauses until the duty cycle is raised again. A
+   * task's deadline keeps running while it rests: a task that cannot finish in time returns its
+   * partial work with `stoppedEarly: true`. Throws a RangeError outside [0, 1].
+   */
+  setDutyCycle(d: number): void {
+    writeDutyCycle(this.control, d);
+  }
+
+  get dutyCycle(): number {
+    return readDutyCycle(this.control);
+  }
+
+  /** Releases the ORT sessions and ends the worker; pending calls are rejected. Idempotent. A running (or paused) task ends early. */
   async close(): Promise<void> {
+    requestStop(this.control);
     if (!this.failure) {
       try {
         await this.call({ op: 'close' });

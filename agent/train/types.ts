@@ -20,7 +20,13 @@ export interface TrainResult {
   loss: number;
   steps: number;
   samples: number;
+  /** Wall time of the whole task, rests included. */
   seconds: number;
+  /** Time spent computing blocks (gather + session.run): `samples / busySeconds` is the compute throughput. */
+  busySeconds: number;
+  /** Time spent resting or paused because of the duty cycle (see Trainer.setDutyCycle). */
+  idleSeconds: number;
+  /** Ended before `steps`: the deadline passed (work or pause) or the trainer was closed. */
   stoppedEarly: boolean;
 }
 

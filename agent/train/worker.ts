@@ -1,12 +1,16 @@
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { logger } from '../log';
 import { validateSpec } from '../model';
 import { TrainEngine } from './engine';
+import { Pacer } from './pace';
 import type { Request, Response } from './types';
 
 /** The trainer's worker thread: session.run is synchronous, so it must not run on the main thread. */
 const log = logger('train-worker');
 let engine: TrainEngine | undefined;
+/** The duty cycle shared with the Trainer (absent when the worker is started without one). */
+const control = (workerData as { control?: Int32Array } | undefined)?.control;
+const pacer = control ? new Pacer(control) : undefined;
 
 async function handle(req: Request): Promise<{ value: unknown; transfer?: ArrayBuffer[] }> {
   if (req.op === 'init') {
@@ -19,7 +23,7 @@ async function handle(req: Request): Promise<{ value: unknown; transfer?: ArrayB
     case 'setData':
       return { value: engine.setData(req.x, req.labels) };
     case 'train': {
-      const result = await engine.train(req.task);
+      const result = await engine.train(req.task, pacer);
       return { value: result, transfer: [result.params.buffer as ArrayBuffer] };
     }
     case 'evaluate':
