@@ -7,6 +7,7 @@ import { Topics } from '../transport';
 import { simulate, runAggregatorJob, formatRound, loadShard, parseShard, parseDatasetName, type JobReport } from '../sim';
 import { brokerOptions, int, jobOptions } from './options';
 import type { RoundRecord } from '../aggregator';
+import { addConfigCommand } from './commands/config';
 
 type Opts = Record<string, any>; // commander's parsed options, validated by each option's parser
 
@@ -104,6 +105,7 @@ export function buildCli(): Command {
       await agent.start();
     });
 
+  addConfigCommand(program);
   return program;
 }
 
