@@ -10,6 +10,11 @@ export interface ClientUpdate {
   /** local params − global params, one entry per parameter. */
   delta: Float32Array;
   loss: number;
+  /** Seconds the node spent training, as it reports. */
+  trainSeconds?: number;
+  /** Seconds from sending the task to receiving the whole update, as the aggregator measured. */
+  elapsedSeconds?: number;
+  batchSize?: number;
 }
 
 /** Keeps the first update per (node, round): a redelivered update counts once. */

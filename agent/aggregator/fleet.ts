@@ -1,6 +1,18 @@
 import { EventEmitter } from 'node:events';
 import type { NodeState, Heartbeat } from '../transport';
 
+/** What a node's published profile says about it; null = unknown. */
+export interface NodeProfileSummary {
+  trainSamplesPerSecond: number | null;
+  upBytesPerSecond: number | null;
+  downBytesPerSecond: number | null;
+  /** CPU load from other processes, 0..1. */
+  cpuLoad?: number | null;
+  temperatureC?: number | null;
+  batteryPercent?: number | null;
+  onBattery?: boolean | null;
+}
+
 export interface NodeInfo {
   id: string;
   online: boolean;
@@ -8,6 +20,7 @@ export interface NodeInfo {
   samples: number;
   backend?: string;
   busy: boolean;
+  profile?: NodeProfileSummary;
   /** ms timestamp (local clock) of the last message from the node. */
   lastSeen: number;
 }
@@ -35,6 +48,7 @@ export class Fleet extends EventEmitter {
       samples: state.samples ?? known?.samples ?? 0,
       backend: state.backend ?? known?.backend,
       busy: false,
+      profile: known?.profile,
       lastSeen: this.now(),
     };
     this.nodes.set(state.node, info);
@@ -48,6 +62,11 @@ export class Fleet extends EventEmitter {
     if (hb.session > known.session) known.session = hb.session;
     known.lastSeen = this.now();
     known.busy = hb.busy ?? false;
+  }
+
+  onProfile(id: string, profile: NodeProfileSummary): void {
+    const known = this.nodes.get(id);
+    if (known) known.profile = profile;
   }
 
   get(id: string): NodeInfo | undefined {

@@ -3,4 +3,8 @@ export { FedAvgStrategy, localSteps, sampleWithoutReplacement, type Strategy, ty
 export { fedAvg, weightedMeanDelta, applyDelta, dedupeUpdates, firstNonFinite, type ClientUpdate } from './fedavg';
 export { checkUpdate, UpdateRejected, type UpdateExpectation } from './validate';
 export { saveCheckpoint, loadCheckpoint, type Checkpoint } from './checkpoint';
-export { Fleet, type NodeInfo } from './fleet';
+export { Fleet, type NodeInfo, type NodeProfileSummary } from './fleet';
+export { BalancedStrategy, type BalancedStrategyOptions } from './balanced';
+export { planBalancedRound, selectNodes, sizeWork, estimateNodes, utility, unavailableReason, observe, quantile, stepsPerEpoch, DEFAULT_BALANCE, type BalanceOptions, type NodeHistory, type NodeEstimate, type BalancedPlan } from './balance';
+export { fedNova } from './fednova';
+export { stalenessWeight } from './staleness';

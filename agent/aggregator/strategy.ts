@@ -14,6 +14,7 @@ export interface PlannedTask {
   expectedSeconds?: number;
   /** Why the node was chosen (selection score), for the report. */
   score?: number;
+  reason?: string;
 }
 
 export interface RoundPlan {
