@@ -1,0 +1,80 @@
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { logger } from '../log';
+import { removeTempFiles } from './atomic';
+import { acquireLock, type StateLock } from './lock';
+import { resolveNodeId, type NodeIdSource } from './node-id';
+import { readAppliedConfig, writeAppliedConfig, type AppliedConfig } from './applied-config';
+import { Outbox, type OutboxOptions } from './outbox';
+
+export const RESIDUAL_FILE = 'residual.fgef';
+export const OUTBOX_DIR = 'outbox';
+
+/**
+ * Where the state lives: the configured directory, else `$STATE_DIRECTORY` (set by systemd's
+ * StateDirectory=; the first one if there are several), else ./fedgate-state. Always absolute.
+ */
+export function resolveStateDir(configured?: string, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): string {
+  if (configured) return path.resolve(cwd, configured);
+  const fromSystemd = env.STATE_DIRECTORY?.split(':').find(Boolean);
+  return path.resolve(cwd, fromSystemd ?? 'fedgate-state');
+}
+
+export interface StateDirOptions {
+  /** The `stateDir` setting; see resolveStateDir. */
+  dir?: string;
+  env?: NodeJS.ProcessEnv;
+  outbox?: OutboxOptions;
+}
+
+/**
+ * A process's state directory, locked for as long as it is open:
+ *
+ *   lock                   pid of the process using it
+ *   node-id                this gateway's id (agent)
+ *   applied-config.json    the config last applied over MQTT, with its version
+ *   residual.fgef          error-feedback residuals (written by agent/compress ErrorFeedback.save)
+ *   outbox/                updates not yet delivered
+ */
+export class StateDir {
+  private constructor(readonly dir: string, private readonly lock: StateLock, readonly outbox: Outbox) {}
+
+  /** Creates the directory (mode 0700) if needed and locks it (StateLockedError if in use). */
+  static async open(opts: StateDirOptions = {}): Promise<StateDir> {
+    const dir = resolveStateDir(opts.dir, opts.env);
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    const lock = await acquireLock(dir);
+    try {
+      const leftovers = await removeTempFiles(dir);
+      if (leftovers.length) logger('state').warn({ dir, files: leftovers }, 'removed unfinished writes left by a crash');
+      const outbox = await Outbox.open(path.join(dir, OUTBOX_DIR), opts.outbox);
+      return new StateDir(dir, lock, outbox);
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+  }
+
+  /** Where ErrorFeedback keeps its residuals between rounds and restarts. */
+  get residualFile(): string {
+    return path.join(this.dir, RESIDUAL_FILE);
+  }
+
+  /** The node id: from config if given, else the stored one, else generated once and stored. */
+  nodeId(configured?: string): Promise<{ id: string; source: NodeIdSource }> {
+    return resolveNodeId(this.dir, configured);
+  }
+
+  appliedConfig(): Promise<AppliedConfig | undefined> {
+    return readAppliedConfig(this.dir);
+  }
+
+  saveAppliedConfig(version: number, config: Record<string, unknown>, sources?: Record<string, number>): Promise<AppliedConfig> {
+    return writeAppliedConfig(this.dir, version, config, sources);
+  }
+
+  /** Releases the lock. */
+  close(): Promise<void> {
+    return this.lock.release();
+  }
+}
