@@ -6,6 +6,7 @@ import { Agent } from '../agent';
 import { Topics } from '../transport';
 import { simulate, runAggregatorJob, formatRound, loadShard, parseShard, parseDatasetName, type JobReport } from '../sim';
 import { brokerOptions, int, jobOptions } from './options';
+import { addProfileCommand } from './commands/profile';
 import type { RoundRecord } from '../aggregator';
 import { addConfigCommand } from './commands/config';
 
@@ -106,6 +107,7 @@ export function buildCli(): Command {
     });
 
   addConfigCommand(program);
+  addProfileCommand(program);
   return program;
 }
 
