@@ -1,0 +1,262 @@
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  CorruptStateError,
+  LOCK_FILE,
+  Outbox,
+  StateDir,
+  StateLockedError,
+  outboxId,
+  resolveStateDir,
+  writeFileAtomic,
+} from '../agent/state';
+
+const root = mkdtempSync(path.join(tmpdir(), 'fedgate-state-'));
+let n = 0;
+const fresh = () => path.join(root, `s${n++}`);
+
+const open: StateDir[] = [];
+async function openState(dir: string, opts: Parameters<typeof StateDir.open>[0] = {}): Promise<StateDir> {
+  const s = await StateDir.open({ dir, ...opts });
+  open.push(s);
+  return s;
+}
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((s) => s.close()));
+});
+
+async function rejection(p: Promise<unknown>): Promise<Error> {
+  try {
+    await p;
+  } catch (err) {
+    return err as Error;
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('resolveStateDir', () => {
+  it('uses the setting, else $STATE_DIRECTORY (the first of several), else ./fedgate-state', () => {
+    expect(resolveStateDir('/data/fg', {}, '/cwd')).toBe('/data/fg');
+    expect(resolveStateDir('rel', {}, '/cwd')).toBe('/cwd/rel');
+    expect(resolveStateDir(undefined, { STATE_DIRECTORY: '/var/lib/fedgate/agent' }, '/cwd')).toBe('/var/lib/fedgate/agent');
+    expect(resolveStateDir(undefined, { STATE_DIRECTORY: '/var/lib/a:/var/lib/b' }, '/cwd')).toBe('/var/lib/a');
+    expect(resolveStateDir(undefined, {}, '/cwd')).toBe('/cwd/fedgate-state');
+  });
+
+  it('creates the directory private to its user', async () => {
+    const dir = fresh();
+    await openState(dir);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(readdirSync(dir).sort()).toEqual([LOCK_FILE, 'outbox']);
+  });
+});
+
+describe('node id', () => {
+  it('is generated once and kept across restarts', async () => {
+    const dir = fresh();
+    const first = await openState(dir);
+    const a = await first.nodeId();
+    expect(a.source).toBe('generated');
+    expect(a.id).toMatch(/^gw-[0-9a-f]{8}$/);
+    await first.close();
+    const second = await openState(dir);
+    expect(await second.nodeId()).toEqual({ id: a.id, source: 'stored' });
+    expect(readFileSync(path.join(dir, 'node-id'), 'utf8')).toBe(a.id + '\n');
+  });
+
+  it('comes from config when set, and stays after the setting is removed', async () => {
+    const dir = fresh();
+    const s = await openState(dir);
+    await s.nodeId();
+    expect(await s.nodeId('gw-kitchen')).toEqual({ id: 'gw-kitchen', source: 'config' });
+    expect(await s.nodeId()).toEqual({ id: 'gw-kitchen', source: 'stored' });
+    await expect(s.nodeId('bad/id')).rejects.toThrow('node id "bad/id" contains "/"');
+  });
+
+  it('is never used when the stored file is corrupt: moved aside with a clear error', async () => {
+    const dir = fresh();
+    const s = await openState(dir);
+    writeFileSync(path.join(dir, 'node-id'), 'gw-1 #\n');
+    const err = await rejection(s.nodeId());
+    expect(err).toBeInstanceOf(CorruptStateError);
+    const moved = (err as CorruptStateError).movedTo;
+    expect(path.basename(moved)).toMatch(/^node-id\.corrupt-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-\d{3}Z$/);
+    expect(err.message).toBe(`state file ${path.join(dir, 'node-id')} is corrupt (node id "gw-1 #" contains "#", which is not allowed in an MQTT topic level); it was moved aside to ${moved} and was not used`);
+    expect(readFileSync(moved, 'utf8')).toBe('gw-1 #\n');
+    expect(existsSync(path.join(dir, 'node-id'))).toBe(false);
+    expect((await s.nodeId()).source).toBe('generated');
+  });
+});
+
+describe('applied config', () => {
+  it('keeps the version and config across restarts; versions never go down', async () => {
+    const dir = fresh();
+    const s = await openState(dir);
+    expect(await s.appliedConfig()).toBeUndefined();
+    await s.saveAppliedConfig(3, { training: { threads: 2 } }, { fleet: 1, node: 2 });
+    await s.saveAppliedConfig(3, { training: { threads: 2 } }, { fleet: 1, node: 2 });
+    await expect(s.saveAppliedConfig(2, {})).rejects.toThrow('config version 2 is older than the applied version 3');
+    await expect(s.saveAppliedConfig(-1, {})).rejects.toThrow('config version must be a whole number >= 0, got -1');
+    await s.close();
+    const again = await openState(dir);
+    const applied = await again.appliedConfig();
+    expect(applied).toMatchObject({ version: 3, sources: { fleet: 1, node: 2 }, config: { training: { threads: 2 } } });
+    expect(statSync(path.join(dir, 'applied-config.json')).mode & 0o777).toBe(0o600);
+  });
+
+  it('moves a corrupt file aside', async () => {
+    const dir = fresh();
+    const s = await openState(dir);
+    writeFileSync(path.join(dir, 'applied-config.json'), '{"version": 3, "config": {');
+    const err = await rejection(s.appliedConfig());
+    expect(err).toBeInstanceOf(CorruptStateError);
+    expect(err.message).toMatch(/applied-config\.json is corrupt \(.*JSON.*\); it was moved aside to .*applied-config\.json\.corrupt-.*Z and was not used$/);
+    writeFileSync(path.join(dir, 'applied-config.json'), '{"version": "3", "appliedAt": "x", "config": {}}');
+    await expect(s.appliedConfig()).rejects.toThrow('(version must be a whole number >= 0, got "3")');
+    expect(readdirSync(dir).filter((f) => f.startsWith('applied-config.json.corrupt-'))).toHaveLength(2);
+    expect(await s.appliedConfig()).toBeUndefined();
+  });
+});
+
+describe('lock', () => {
+  it('refuses a second open of the same directory', async () => {
+    const dir = fresh();
+    await openState(dir);
+    const err = await rejection(StateDir.open({ dir }));
+    expect(err).toBeInstanceOf(StateLockedError);
+    expect(err.message).toBe(`state directory ${dir} is in use by this process; two fedgate processes cannot share one state directory (give each its own stateDir, or stop the other one)`);
+  });
+
+  it('refuses a directory held by another live process, takes it over once that one is gone', async () => {
+    const dir = fresh();
+    mkdirSync(dir);
+    const other = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+    try {
+      const started = readFileSync(`/proc/${other.pid}/stat`, 'utf8');
+      const ticks = started.slice(started.lastIndexOf(')') + 2).split(' ')[19];
+      writeFileSync(path.join(dir, LOCK_FILE), JSON.stringify({ pid: other.pid, started: ticks }));
+      const err = await rejection(StateDir.open({ dir }));
+      expect(err).toBeInstanceOf(StateLockedError);
+      expect(err.message).toContain(`is in use by process ${other.pid};`);
+      // The same pid with another start time is a reused pid: the lock is stale.
+      writeFileSync(path.join(dir, LOCK_FILE), JSON.stringify({ pid: other.pid, started: '1' }));
+      await (await openState(dir)).close();
+      writeFileSync(path.join(dir, LOCK_FILE), JSON.stringify({ pid: other.pid, started: ticks }));
+    } finally {
+      other.kill('SIGKILL');
+      await new Promise((r) => other.once('exit', r));
+    }
+    const s = await openState(dir);
+    expect(JSON.parse(readFileSync(path.join(dir, LOCK_FILE), 'utf8')).pid).toBe(process.pid);
+    await s.close();
+    expect(existsSync(path.join(dir, LOCK_FILE))).toBe(false);
+  });
+
+  it('takes over a half-written lock', async () => {
+    const dir = fresh();
+    mkdirSync(dir);
+    writeFileSync(path.join(dir, LOCK_FILE), '');
+    await openState(dir);
+  });
+});
+
+describe('outbox', () => {
+  const payload = (k: number, len = 1000) => Uint8Array.from({ length: len }, (_, i) => (i * k) & 255);
+
+  it('keeps pending updates across restarts, oldest round first', async () => {
+    const dir = fresh();
+    const s = await openState(dir);
+    const e5 = await s.outbox.put(5, 'task-5-gw', { samples: 10 }, payload(5));
+    await s.outbox.put(4, 'task-4-gw', { samples: 9 }, payload(4));
+    expect(e5.id).toBe(outboxId(5, 'task-5-gw'));
+    expect(e5.id).toMatch(/^r5-[0-9a-f]{16}$/);
+    await s.close();
+    const again = await openState(dir);
+    const list = await again.outbox.list();
+    expect(list.map((e) => [e.round, e.taskId, e.meta])).toEqual([[4, 'task-4-gw', { samples: 9 }], [5, 'task-5-gw', { samples: 10 }]]);
+    expect(Buffer.compare(list[1].payload, Buffer.from(payload(5)))).toBe(0);
+    expect(await again.outbox.remove(list[0].id)).toBe(true);
+    expect(await again.outbox.remove(list[0].id)).toBe(false);
+    expect((await again.outbox.list()).map((e) => e.round)).toEqual([5]);
+    await expect(again.outbox.remove('../lock')).rejects.toThrow('"../lock" is not an outbox entry id');
+  });
+
+  it('stores the same update once', async () => {
+    const box = (await openState(fresh())).outbox;
+    await box.put(1, 't', { try: 1 }, payload(1));
+    await box.put(1, 't', { try: 2 }, payload(1));
+    expect((await box.list()).map((e) => e.meta)).toEqual([{ try: 2 }]);
+  });
+
+  it('refuses an entry over the size cap', async () => {
+    const box = await Outbox.open(path.join(fresh(), 'outbox'), { maxEntryBytes: 2048 });
+    await box.put(1, 't1', {}, payload(1, 1500));
+    const err = await rejection(box.put(2, 't2', { node: 'gw-1' }, payload(2, 2048)));
+    expect(err).toBeInstanceOf(RangeError);
+    expect(err.message).toMatch(/^outbox entry for round 2 task t2 is \d+ bytes, above the cap of 2048$/);
+    expect((await box.list()).map((e) => e.round)).toEqual([1]);
+    await expect(box.put(-1, 't', {}, payload(1))).rejects.toThrow('round must be a whole number >= 0, got -1');
+    await expect(box.put(1, '', {}, payload(1))).rejects.toThrow('taskId must be a non-empty string');
+  });
+
+  it('drops entries older than the age limit', async () => {
+    let now = 1_000_000;
+    const box = await Outbox.open(path.join(fresh(), 'outbox'), { maxAgeMs: 60_000, now: () => now });
+    await box.put(1, 'old', {}, payload(1));
+    now += 30_000;
+    await box.put(2, 'new', {}, payload(2));
+    now += 40_000;
+    expect((await box.list()).map((e) => e.taskId)).toEqual(['new']);
+    expect(readdirSync(box.dir)).toEqual([`${outboxId(2, 'new')}.fgo`]);
+    now += 60_000;
+    expect(await box.prune()).toBe(0);
+  });
+
+  it('ignores the temporary file of a crashed write, and cleans it on the next start', async () => {
+    const dir = fresh();
+    const s = await openState(dir);
+    await s.outbox.put(7, 'done', {}, payload(7));
+    // What a crash between write and rename leaves: a half-written temporary file.
+    const tmp = path.join(dir, 'outbox', `.${outboxId(8, 'crashed')}.fgo.4242.0badf00d.tmp`);
+    writeFileSync(tmp, Buffer.from('FGOB\x01\x00\x00\x00garbage'));
+    expect((await s.outbox.list()).map((e) => e.round)).toEqual([7]);
+    await s.close();
+    const again = await openState(dir);
+    expect(existsSync(tmp)).toBe(false);
+    expect((await again.outbox.list()).map((e) => e.round)).toEqual([7]);
+  });
+
+  it('moves a corrupt entry aside and never returns it', async () => {
+    const dir = fresh();
+    const box = (await openState(dir)).outbox;
+    const good = await box.put(1, 'good', {}, payload(1));
+    const bad = await box.put(2, 'bad', {}, payload(2));
+    const file = path.join(box.dir, `${bad.id}.fgo`);
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 1] ^= 0xff; // one flipped payload bit
+    writeFileSync(file, bytes);
+    const truncated = await box.put(3, 'short', {}, payload(3));
+    const tfile = path.join(box.dir, `${truncated.id}.fgo`);
+    writeFileSync(tfile, readFileSync(tfile).subarray(0, 40));
+    expect((await box.list()).map((e) => e.id)).toEqual([good.id]);
+    const names = readdirSync(box.dir).sort();
+    expect(names.filter((f) => f.endsWith('.fgo'))).toEqual([`${good.id}.fgo`]);
+    expect(names.filter((f) => f.includes('.fgo.corrupt-'))).toHaveLength(2);
+  });
+});
+
+describe('writeFileAtomic', () => {
+  it('replaces the file whole and leaves no temporary file', async () => {
+    const dir = fresh();
+    mkdirSync(dir);
+    const f = path.join(dir, 'x.json');
+    await writeFileAtomic(f, 'one');
+    await writeFileAtomic(f, 'two', 0o644);
+    expect(readFileSync(f, 'utf8')).toBe('two');
+    expect(readdirSync(dir)).toEqual(['x.json']);
+    await expect(writeFileAtomic(path.join(dir, 'missing', 'y'), 'z')).rejects.toThrow(/ENOENT/);
+  });
+});
