@@ -26,7 +26,7 @@ export interface Calibration {
  * warm-up, then a run bounded by `seconds`. Throughput is taken over the worker's busy time, so a
  * duty cycle set by the HostGuard does not make the hardware look slower than it is (CPU contention
  * does, as it should: that is what training will get). The model parameters are fresh ones; the
- * trainer's data and sessions are untouched. Throws if nothing ran (e.g. the trainer is paused).
+ * trainer's data and sessions are untouched. Throws if the trainer is paused or nothing ran in time.
  */
 export async function calibrateTraining(trainer: Trainer, opts: CalibrateOptions = {}): Promise<Calibration> {
   if (trainer.samples === 0) throw new Error('calibrateTraining: the trainer holds no data (call setData first)');
@@ -34,10 +34,11 @@ export async function calibrateTraining(trainer: Trainer, opts: CalibrateOptions
   const seed = opts.seed ?? 1;
   const seconds = opts.seconds ?? 1;
   if (!(seconds > 0)) throw new Error(`calibrateTraining: seconds must be above 0, got ${seconds}`);
+  if (trainer.dutyCycle === 0) throw new Error('calibrateTraining: the trainer is paused (duty cycle 0)');
   const params = initParams(trainer.spec, seed);
   const task = { params, batchSize, lr: 0.01, seed };
   // Bounded too: a trainer paused by its duty cycle must not hang the calibration.
-  await trainer.train({ ...task, steps: opts.warmupSteps ?? 16, deadlineSeconds: Math.max(5, 5 * seconds) });
+  await trainer.train({ ...task, steps: opts.warmupSteps ?? 16, deadlineSeconds: Math.max(2, 2 * seconds) });
   // Far more steps than can run: the deadline ends the run.
   const res = await trainer.train({ ...task, steps: 10_000_000, deadlineSeconds: seconds });
   if (res.samples === 0 || !(res.busySeconds > 0)) throw new Error('calibrateTraining: no step completed within the time allowed');
