@@ -103,13 +103,7 @@ export class Agent {
     if (trainer.samples === 0) await trainer.setData(this.opts.data.x, this.opts.data.labels);
     // The deadline runs from receipt; keep a tenth of it for encoding and upload.
     const left = task.deadlineSeconds * 0.9 - (Date.now() - receivedAt) / 1000;
-    this.busy = true;
-    let result;
-    try {
-      result = await trainer.train({ params, steps: task.steps, batchSize: task.batchSize, lr: task.lr, seed: task.seed, deadlineSeconds: Math.max(0.001, left) });
-    } finally {
-      this.busy = false;
-    }
+    const result = await trainer.train({ params, steps: task.steps, batchSize: task.batchSize, lr: task.lr, seed: task.seed, deadlineSeconds: Math.max(0.001, left) });
     let delta = new Float32Array(params.length);
     for (let i = 0; i < delta.length; i++) delta[i] = result.params[i] - params[i];
     const codec = { ...task.codec, seed: task.seed };

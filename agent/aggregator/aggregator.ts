@@ -8,7 +8,7 @@ import {
 } from '../transport';
 import { type ClientUpdate } from './fedavg';
 import { checkUpdate, UpdateRejected } from './validate';
-import { Fleet } from './fleet';
+import { Fleet, type NodeProfileSummary } from './fleet';
 import { loadCheckpoint, saveCheckpoint } from './checkpoint';
 import type { PlannedTask, RoundFailure, RoundPlan, Strategy } from './strategy';
 
@@ -21,6 +21,8 @@ export interface TaskRecord {
   node: string;
   steps: number;
   score?: number;
+  /** Why the node was selected: utility, exploration, fairness. */
+  reason?: string;
   expectedSeconds?: number;
   /** Seconds from sending the task to receiving the whole update. */
   actualSeconds?: number;
@@ -43,6 +45,8 @@ export interface RoundRecord {
   seconds: number;
   deadlineSeconds: number;
   aggregated: boolean;
+  /** Late updates of earlier rounds folded into this one (staleness-weighted). */
+  stale: number;
   tasks: TaskRecord[];
   failures: RoundFailure[];
 }
@@ -62,6 +66,8 @@ export interface AggregatorOptions {
   waitForClientsSeconds: number;
   /** Extra seconds past a task's deadline allowed for its upload. */
   graceSeconds?: number;
+  /** Keep updates that arrive after their round closed and fold them into the next round. */
+  foldLate?: boolean;
   seed: number;
   evaluate?: (params: Float32Array) => Promise<Evaluation>;
   checkpointFile?: string;
@@ -129,6 +135,9 @@ export class Aggregator extends EventEmitter {
   private readonly records: RoundRecord[] = [];
   private stopping = false;
   private readonly session = Date.now();
+  /** Who was asked in the last few rounds, to check late updates. */
+  private readonly recentRounds = new Map<number, { selected: Set<string>; sentAt: Map<string, number>; batch: Map<string, number> }>();
+  private lateUpdates: ClientUpdate[] = [];
 
   constructor(private readonly opts: AggregatorOptions) {
     super();
@@ -167,6 +176,11 @@ export class Aggregator extends EventEmitter {
       if (hb.node === t.parseNodeTopic(topic)?.id) this.fleet.onHeartbeat(hb);
     }, 0);
     await this.link.subscribe(t.allNodes('update'), (topic, payload) => this.onUpdateFrame(topic, payload));
+    await this.link.subscribe(t.allNodes('profile'), (topic, payload) => {
+      const id = t.parseNodeTopic(topic)?.id;
+      if (!id || payload.length === 0) return;
+      this.fleet.onProfile(id, summarizeProfile(parseJson(payload, 'profile')));
+    });
   }
 
   async run(): Promise<RunResult> {
@@ -216,6 +230,8 @@ export class Aggregator extends EventEmitter {
     const plan = this.opts.strategy.plan(round, this.fleet.live());
     const open = new OpenRound(round, plan, this.params.length);
     this.current = open;
+    this.recentRounds.set(round, { selected: open.selected, sentAt: open.sentAt, batch: new Map(plan.tasks.map((t) => [t.node, t.batchSize])) });
+    this.recentRounds.delete(round - 4);
     let bytesDown = 0;
     const model = Buffer.from(this.params.buffer, this.params.byteOffset, this.params.byteLength);
     for (const task of plan.tasks) {
@@ -247,9 +263,11 @@ export class Aggregator extends EventEmitter {
     for (const t of plan.tasks) if (!open.results.has(t.node)) open.fail(t.node, open.failures.get(t.node) ?? 'no update before the deadline');
 
     const results = [...open.results.values()];
+    const stale = this.lateUpdates.filter((u) => u.round < round);
+    this.lateUpdates = [];
     let aggregated = false;
     try {
-      const next = this.opts.strategy.aggregate(round, this.params, results.map((r) => r.update), [...open.failures].map(([node, reason]) => ({ node, reason })));
+      const next = this.opts.strategy.aggregate(round, this.params, [...results.map((r) => r.update), ...stale], [...open.failures].map(([node, reason]) => ({ node, reason })));
       if (next) {
         this.params = next;
         aggregated = true;
@@ -271,9 +289,10 @@ export class Aggregator extends EventEmitter {
       seconds: (Date.now() - started) / 1000,
       deadlineSeconds: plan.deadlineSeconds,
       aggregated,
+      stale: stale.length,
       tasks: plan.tasks.map((t) => {
         const r = open.results.get(t.node);
-        return { node: t.node, steps: t.steps, score: t.score, expectedSeconds: t.expectedSeconds, actualSeconds: r?.seconds, stepsDone: r?.update.steps, late: !r };
+        return { node: t.node, steps: t.steps, score: t.score, reason: t.reason, expectedSeconds: t.expectedSeconds, actualSeconds: r?.seconds, stepsDone: r?.update.steps, late: !r };
       }),
       failures: [...open.failures].map(([node, reason]) => ({ node, reason })),
     };
@@ -290,23 +309,62 @@ export class Aggregator extends EventEmitter {
     const meta = parseUpdateMeta(whole.meta);
     if (meta.node !== node) throw new UpdateRejected(`update on ${topic} claims to come from ${meta.node}`);
     if (!open || meta.round !== open.round) {
-      this.log.info({ node, round: meta.round, current: open?.round }, 'late or unexpected update dropped');
+      this.onLateUpdate(node, meta, whole.payload);
       return;
     }
     if (open.results.has(node)) return; // redelivered: counts once
     try {
-      const n = decodedLength(whole.payload);
-      if (n !== open.paramCount) throw new UpdateRejected(`update from ${node} announces ${n} values, the model has ${open.paramCount}`);
-      const delta = decode(whole.payload);
-      const update = checkUpdate({ node, round: meta.round, samples: meta.samples, steps: meta.steps, delta, loss: meta.loss }, { round: open.round, paramCount: open.paramCount, selected: open.selected });
-      const seconds = (Date.now() - (open.sentAt.get(node) ?? Date.now())) / 1000;
-      open.results.set(node, { update, meta, wireBytes: whole.wireBytes, seconds });
+      const update = this.toUpdate(node, meta, whole.payload, open.round, open.selected, open.sentAt, open.task(node)?.batchSize);
+      open.results.set(node, { update, meta, wireBytes: whole.wireBytes, seconds: update.elapsedSeconds ?? 0 });
       open.check();
     } catch (err) {
       this.log.warn({ node, round: meta.round, err: (err as Error).message }, 'update rejected');
       open.fail(node, `update rejected: ${(err as Error).message}`);
     }
   }
+
+  /** Decodes and checks an update whole; its announced length is checked before decoding, so a forged header cannot make us allocate. */
+  private toUpdate(node: string, meta: UpdateMeta, payload: Uint8Array, round: number, selected: Set<string>, sentAt: Map<string, number>, batchSize?: number): ClientUpdate {
+    const n = decodedLength(payload);
+    if (n !== this.params.length) throw new UpdateRejected(`update from ${node} announces ${n} values, the model has ${this.params.length}`);
+    const delta = decode(payload);
+    const elapsedSeconds = (Date.now() - (sentAt.get(node) ?? Date.now())) / 1000;
+    return checkUpdate(
+      { node, round: meta.round, samples: meta.samples, steps: meta.steps, delta, loss: meta.loss, trainSeconds: meta.trainSeconds, elapsedSeconds, batchSize },
+      { round, paramCount: this.params.length, selected },
+    );
+  }
+
+  /** An update for a round that has closed: folded into the next round when enabled, never counted twice. */
+  private onLateUpdate(node: string, meta: UpdateMeta, payload: Uint8Array): void {
+    const past = this.recentRounds.get(meta.round);
+    if (!this.opts.foldLate || !past || this.records.some((r) => r.round === meta.round && r.tasks.some((t) => t.node === node && !t.late))) {
+      this.log.info({ node, round: meta.round, current: this.current?.round }, 'late update dropped');
+      return;
+    }
+    if (this.lateUpdates.some((u) => u.node === node && u.round === meta.round)) return;
+    try {
+      this.lateUpdates.push(this.toUpdate(node, meta, payload, meta.round, past.selected, past.sentAt, past.batch.get(node)));
+      this.log.info({ node, round: meta.round }, 'late update kept for the next round');
+    } catch (err) {
+      this.log.warn({ node, round: meta.round, err: (err as Error).message }, 'late update rejected');
+    }
+  }
+}
+
+/** The planner's view of a published profile; anything missing or malformed is unknown (null). */
+export function summarizeProfile(raw: unknown): NodeProfileSummary {
+  const p = (raw ?? {}) as Record<string, any>;
+  const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+  return {
+    trainSamplesPerSecond: num(p.trainSamplesPerSecond),
+    upBytesPerSecond: num(p.link?.upBytesPerSecond),
+    downBytesPerSecond: num(p.link?.downBytesPerSecond),
+    cpuLoad: num(p.otherLoad ?? p.load),
+    temperatureC: num(p.temperature ?? p.temperatureC),
+    batteryPercent: num(p.battery?.percent ?? p.batteryPercent),
+    onBattery: typeof p.battery?.onBattery === 'boolean' ? p.battery.onBattery : typeof p.battery?.acConnected === 'boolean' ? !p.battery.acConnected : null,
+  };
 }
 
 function sleep(ms: number): Promise<void> {

@@ -18,6 +18,8 @@ export interface BalancedStrategyOptions extends Partial<Omit<BalanceOptions, 'm
   codec: CodecChoice;
   /** Exponent of the staleness weight for late updates folded into a later round. */
   stalenessExponent?: number;
+  /** Upper bound of a round's deadline, seconds. */
+  maxDeadlineSeconds?: number;
 }
 
 /**
@@ -55,13 +57,20 @@ export class BalancedStrategy implements Strategy {
       steps: t.steps,
       batchSize: this.cfg.batchSize,
       lr: this.cfg.lr,
-      codec: this.cfg.codecFor ? this.cfg.codecFor(byId.get(t.node)!, Math.max(0.05 * p.deadlineSeconds, p.deadlineSeconds - t.expectedSeconds)) : this.cfg.codec,
+      codec: this.cfg.codecFor ? this.cfg.codecFor(byId.get(t.node)!, Math.max(0.05 * p.deadlineSeconds, p.deadlineSeconds - t.expectedSeconds + this.uploadSeconds(byId.get(t.node)!))) : this.cfg.codec,
       expectedSeconds: t.expectedSeconds,
       score: t.score,
       reason: t.reason,
     }));
     for (const t of tasks) this.history.set(t.node, observe(this.history.get(t.node), { round, selected: true }));
-    return { tasks, deadlineSeconds: Math.max(p.deadlineSeconds, 1), closeAfter: p.closeAfter };
+    const deadlineSeconds = Math.min(this.cfg.maxDeadlineSeconds ?? Infinity, Math.max(p.deadlineSeconds, 1));
+    return { tasks, deadlineSeconds, closeAfter: p.closeAfter };
+  }
+
+  /** The upload part of a node's expected time (already inside expectedSeconds), from its profile. */
+  private uploadSeconds(n: NodeInfo): number {
+    const up = n.profile?.upBytesPerSecond;
+    return up ? this.opts.updateBytes / up : 0;
   }
 
   aggregate(round: number, global: Float32Array, results: readonly ClientUpdate[], failures: readonly RoundFailure[]): Float32Array | undefined {

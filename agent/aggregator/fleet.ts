@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { NodeState, Heartbeat } from '../transport';
+import type { NodeState, Heartbeat, CodecChoice } from '../transport';
 
 /** What a node's published profile says about it; null = unknown. */
 export interface NodeProfileSummary {
@@ -21,6 +21,8 @@ export interface NodeInfo {
   backend?: string;
   busy: boolean;
   profile?: NodeProfileSummary;
+  /** A codec the node's own configuration pins. */
+  pinnedCodec?: CodecChoice;
   /** ms timestamp (local clock) of the last message from the node. */
   lastSeen: number;
 }
@@ -49,6 +51,7 @@ export class Fleet extends EventEmitter {
       backend: state.backend ?? known?.backend,
       busy: false,
       profile: known?.profile,
+      pinnedCodec: state.codec ?? undefined,
       lastSeen: this.now(),
     };
     this.nodes.set(state.node, info);

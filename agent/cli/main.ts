@@ -49,6 +49,7 @@ function jobFrom(o: Opts) {
     prefix: o.prefix, fleet: o.fleet, username: o.username, password: o.password, maxPacketBytes: o.maxPacketBytes,
     dataset: parseDatasetName(o.dataset), dataDir: o.dataDir, hidden: o.hidden, rounds: o.rounds,
     clientsPerRound: o.clientsPerRound, epochs: o.epochs, batchSize: o.batchSize, lr: o.lr, codec: o.codec,
+    strategy: o.strategy, overcommit: o.overcommit, targetQuantile: o.targetQuantile, maxIdleRounds: o.maxIdleRounds, foldLate: o.foldLate,
     deadlineSeconds: o.deadline, seed: o.seed, checkpoint: o.checkpoint, modelOut: o.modelOut, report: o.report,
   };
 }

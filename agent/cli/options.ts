@@ -22,7 +22,11 @@ export function intList(value: string): number[] {
 
 const CODECS: CodecName[] = ['none', 'int8', 'int4', 'topk', 'topk-int8'];
 
-/** `int8`, `int4:stochastic`, `topk:0.01`, `topk-int8:0.01`, `none`. */
+/** `auto`, `int8`, `int4:stochastic`, `topk:0.01`, `topk-int8:0.01`, `none`. */
+export function parseCodecOrAuto(value: string): CodecChoice | 'auto' {
+  return value === 'auto' ? 'auto' : parseCodec(value);
+}
+
 export function parseCodec(value: string): CodecChoice {
   const [name, arg] = value.split(':');
   if (!CODECS.includes(name as CodecName)) throw new InvalidArgumentError(`unknown codec "${name}"; use one of ${CODECS.join(', ')}`);
@@ -61,8 +65,13 @@ export function jobOptions(cmd: Command): Command {
     .option('--epochs <n>', 'local epochs per round', int(1), 5)
     .option('--batch-size <n>', 'local batch size', int(1), 32)
     .option('--lr <rate>', 'local learning rate', positive, 0.1)
-    .addOption(new Option('--codec <codec>', 'update compression: none, int8, int4[:stochastic], topk[:k], topk-int8[:k]').argParser(parseCodec).default({ codec: 'int8' } as CodecChoice, 'int8'))
-    .option('--deadline <seconds>', 'time each round\'s tasks are given', positive, 120)
+    .addOption(new Option('--codec <codec>', 'update compression: auto (per node, from its link: int8 or stronger), or pinned: none, int8, int4[:stochastic], topk[:k], topk-int8[:k]').argParser(parseCodecOrAuto).default('auto'))
+    .addOption(new Option('--strategy <name>', 'balanced: hardware-aware selection and deadline-sized work; fedavg: random K, fixed epochs, wait for all').choices(['balanced', 'fedavg']).default('balanced'))
+    .option('--overcommit <x>', 'balanced: select this many times K and close at K results', positive, 1.3)
+    .option('--target-quantile <q>', 'balanced: round target = this quantile of the nodes\' full-work times', positive, 0.5)
+    .option('--max-idle-rounds <n>', 'balanced: no eligible node is left out longer (0: 3 × fleet / slots)', int(0), 0)
+    .option('--fold-late', 'fold updates that miss their round into the next one, staleness-weighted (default: drop them)')
+    .option('--deadline <seconds>', 'fedavg: each round\'s deadline; balanced: the longest deadline a round may get', positive, 120)
     .option('--seed <n>', 'random seed', int(0), 1)
     .option('--checkpoint <file>', 'checkpoint file, written after every round')
     .option('--model-out <file>', 'write the final global model as a standard .onnx file', 'fedgate-model.onnx')

@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { Aggregator, FedAvgStrategy, type RoundRecord, type Strategy } from '../aggregator';
+import { Aggregator, BalancedStrategy, FedAvgStrategy, type RoundRecord, type Strategy } from '../aggregator';
+import { chooseCodec, codecLabel } from '../compress';
 import { buildInferenceModel, initParams, paramCount, type ModelSpec } from '../model';
 import { Topics, type CodecChoice } from '../transport';
 import { logger } from '../log';
@@ -25,7 +26,15 @@ export interface JobOptions {
   epochs: number;
   batchSize: number;
   lr: number;
-  codec: CodecChoice;
+  /** A codec pinned for the whole fleet, or 'auto': chosen per node from its link and the deadline. */
+  codec: CodecChoice | 'auto';
+  /** balanced (default): hardware-aware; fedavg: random K, fixed epochs, wait for all. */
+  strategy?: 'balanced' | 'fedavg';
+  overcommit?: number;
+  targetQuantile?: number;
+  maxIdleRounds?: number;
+  foldLate?: boolean;
+  /** fedavg: each round's deadline; balanced: the most a round may be given. */
   deadlineSeconds: number;
   seed: number;
   checkpoint?: string;
@@ -49,15 +58,7 @@ export async function runAggregatorJob(opts: JobOptions, onRound: (r: RoundRecor
   const test = loadSplit({ dataset: opts.dataset, dataDir: opts.dataDir }, 'test');
   const spec: ModelSpec = defaultSpec(test, opts.hidden);
   const evaluator = await createEvaluator(spec, test);
-  const strategy: Strategy = new FedAvgStrategy({
-    clientsPerRound: opts.clientsPerRound,
-    epochs: opts.epochs,
-    batchSize: opts.batchSize,
-    lr: opts.lr,
-    codec: opts.codec,
-    deadlineSeconds: opts.deadlineSeconds,
-    seed: opts.seed,
-  });
+  const strategy = buildStrategy(opts, paramCount(spec));
   const aggregator = new Aggregator({
     url: opts.url,
     username: opts.username,
@@ -74,6 +75,7 @@ export async function runAggregatorJob(opts: JobOptions, onRound: (r: RoundRecor
     evaluate: evaluator.evaluate,
     checkpointFile: opts.checkpoint,
     resume: opts.resume,
+    foldLate: opts.foldLate,
   });
   aggregator.on('round', onRound);
   try {
@@ -102,6 +104,34 @@ export async function runAggregatorJob(opts: JobOptions, onRound: (r: RoundRecor
   }
 }
 
+/** The strategy a job names, with the codec pinned or chosen per node. */
+export function buildStrategy(opts: Pick<JobOptions, 'strategy' | 'codec' | 'clientsPerRound' | 'epochs' | 'batchSize' | 'lr' | 'deadlineSeconds' | 'seed' | 'overcommit' | 'targetQuantile' | 'maxIdleRounds'>, params: number): Strategy {
+  const fixed: CodecChoice = opts.codec === 'auto' ? { codec: 'int8' } : opts.codec;
+  if (opts.strategy === 'fedavg') {
+    return new FedAvgStrategy({ clientsPerRound: opts.clientsPerRound, epochs: opts.epochs, batchSize: opts.batchSize, lr: opts.lr, codec: fixed, deadlineSeconds: opts.deadlineSeconds, seed: opts.seed });
+  }
+  return new BalancedStrategy({
+    clientsPerRound: opts.clientsPerRound,
+    epochs: opts.epochs,
+    batchSize: opts.batchSize,
+    lr: opts.lr,
+    seed: opts.seed,
+    paramCount: params,
+    codec: fixed,
+    overcommit: opts.overcommit,
+    targetQuantile: opts.targetQuantile,
+    maxIdleRounds: opts.maxIdleRounds,
+    maxDeadlineSeconds: opts.deadlineSeconds,
+    codecFor: (node, budget) => {
+      const pinned = opts.codec !== 'auto' ? opts.codec : node.pinnedCodec;
+      // Lossless float32 is never chosen automatically: int8 is the floor (≤ 0.3 points, 4× fewer bytes).
+      return chooseCodec({ paramCount: params, upBytesPerSecond: node.profile?.upBytesPerSecond ?? null, uploadBudgetSeconds: budget, pinned, allowed: ['int8', 'int4', 'topk', 'topk-int8'] }).codec as CodecChoice;
+    },
+  });
+}
+
+export { codecLabel };
+
 export async function writeFileAtomic(file: string, data: Uint8Array): Promise<void> {
   await fs.mkdir(path.dirname(file), { recursive: true });
   const tmp = `${file}.${process.pid}.tmp`;
@@ -113,16 +143,20 @@ export async function writeFileAtomic(file: string, data: Uint8Array): Promise<v
 export function formatRound(r: RoundRecord, rounds: number): string {
   const mb = (b: number) => `${(b / 1e6).toFixed(2)} MB`;
   const late = r.tasks.filter((t) => t.late).length;
+  const steps = r.tasks.map((t) => t.steps);
   const parts = [
     `round ${String(r.round).padStart(String(rounds).length)}/${rounds}`,
     `participants ${r.participants}/${r.selected}`,
+    steps.length ? `work ${Math.min(...steps)}-${Math.max(...steps)} steps` : 'work -',
     r.accuracy !== undefined ? `acc ${r.accuracy.toFixed(4)}` : 'acc -',
     r.loss !== undefined ? `loss ${r.loss.toFixed(4)}` : 'loss -',
     `up ${mb(r.bytesUp)}`,
     `down ${mb(r.bytesDown)}`,
     `${r.seconds.toFixed(1)} s`,
   ];
-  if (late) parts.push(`late ${late}`);
+  parts.push(`deadline ${r.deadlineSeconds.toFixed(1)} s`);
+  if (late) parts.push(`late ${late} (${r.tasks.filter((t) => t.late).map((t) => t.node).join(',')})`);
+  if (r.stale) parts.push(`stale ${r.stale}`);
   if (!r.aggregated) parts.push('(model kept)');
   return parts.join('  ');
 }

@@ -22,6 +22,8 @@ export interface NodeState {
   version?: string;
   samples?: number;
   backend?: string;
+  /** A codec pinned by the node's own configuration; the aggregator honours it. */
+  codec?: CodecChoice;
   ts: number;
 }
 
@@ -85,7 +87,7 @@ const schemas = {
   nodeState: {
     type: 'object',
     required: ['online', 'node', 'session', 'ts'],
-    properties: { online: { type: 'boolean' }, node: { type: 'string', minLength: 1 }, session: { type: 'number' }, version: { type: 'string' }, samples: int(), backend: { type: 'string' }, ts: { type: 'number' } },
+    properties: { online: { type: 'boolean' }, node: { type: 'string', minLength: 1 }, session: { type: 'number' }, version: { type: 'string' }, samples: int(), backend: { type: 'string' }, codec: codecChoice, ts: { type: 'number' } },
   },
   heartbeat: {
     type: 'object',
