@@ -9,6 +9,7 @@ import { brokerOptions, int, jobOptions } from './options';
 import { addProfileCommand } from './commands/profile';
 import type { RoundRecord } from '../aggregator';
 import { addConfigCommand } from './commands/config';
+import { addInstallServiceCommand } from './commands/install-service';
 
 type Opts = Record<string, any>; // commander's parsed options, validated by each option's parser
 
@@ -108,6 +109,7 @@ export function buildCli(): Command {
     });
 
   addConfigCommand(program);
+  addInstallServiceCommand(program);
   addProfileCommand(program);
   return program;
 }
