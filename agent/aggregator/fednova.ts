@@ -11,17 +11,18 @@ import { applyDelta, dedupeUpdates, type ClientUpdate } from './fedavg';
  * Unlike FedAvg, a client that ran more steps does not pull the model towards its own optimum more
  * than its data share warrants, so work can be sized per client without biasing the result.
  *
- * One guard on top of the paper: a client's delta is never extrapolated (scaled up by τ_eff/τᵢ > 1).
- * Local progress is not linear in steps — the first steps of a pass move furthest — so stretching a
- * 24-step update to a 400-step effective length overshoots and can wreck the model (we saw a
- * round fall to chance that way). Clients that ran fewer steps than τ_eff keep their delta as is;
- * those that ran more are normalised down to τ_eff. The result lies between FedAvg and FedNova and
- * never beyond either.
+ * One guard on top of the paper: a client's delta is stretched by at most `maxStretch` (τ_eff/τᵢ
+ * is capped). Local progress is not linear in steps — the first steps of a pass move furthest — so
+ * stretching a 24-step update to a 400-step effective length overshoots and can wreck the model (we
+ * saw a round fall to chance that way). Within the cap this is exactly FedNova; beyond it, a client
+ * that did very little work is under-weighted rather than extrapolated.
  *
  * Updates with 0 steps carry no information and are skipped. `weights` (default 1) scale each
  * client's pᵢ, e.g. to down-weight stale updates.
  */
-export function fedNova(global: Float32Array, updates: readonly ClientUpdate[], weights?: ReadonlyMap<ClientUpdate, number>): Float32Array | undefined {
+export const DEFAULT_MAX_STRETCH = 4;
+
+export function fedNova(global: Float32Array, updates: readonly ClientUpdate[], weights?: ReadonlyMap<ClientUpdate, number>, maxStretch = DEFAULT_MAX_STRETCH): Float32Array | undefined {
   const useful = dedupeUpdates(updates).filter((u) => u.steps > 0 && u.samples > 0);
   const p = useful.map((u) => u.samples * (weights?.get(u) ?? 1));
   const total = p.reduce((s, x) => s + x, 0);
@@ -32,7 +33,7 @@ export function fedNova(global: Float32Array, updates: readonly ClientUpdate[], 
   for (let i = 0; i < useful.length; i++) {
     const d = useful[i].delta;
     if (d.length !== global.length) throw new RangeError(`update from ${useful[i].node} has ${d.length} values, the model ${global.length}`);
-    const w = (p[i] / total) * Math.min(1, tauEff / useful[i].steps);
+    const w = (p[i] / total) * Math.min(maxStretch, tauEff / useful[i].steps);
     for (let j = 0; j < d.length; j++) acc[j] += w * d[j];
   }
   return applyDelta(global, Float32Array.from(acc));
