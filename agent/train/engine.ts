@@ -84,6 +84,7 @@ export class TrainEngine {
     let busyMs = 0;
     let idleMs = 0;
     let lastBlockMs = 0;
+    pacer?.reset();
     for (const block of planBlocks(data.n, task.steps, task.batchSize, task.seed, maxSteps)) {
       if (pacer) idleMs += pacer.rest(lastBlockMs, started + deadlineMs);
       if (performance.now() - started >= deadlineMs || pacer?.stopRequested) {

@@ -36,12 +36,27 @@ export function requestStop(control: Int32Array): void {
   Atomics.notify(control, DUTY);
 }
 
-/** Worker side: decides how long to rest between blocks. */
+/**
+ * Worker side: decides how long to rest between blocks. Rest owed is carried over between blocks,
+ * so a rest that overshoots (timer granularity, a busy scheduler) is taken off the next one and the
+ * busy:idle split stays at d:(1 − d) over a task; the carried credit is capped at one block.
+ */
 export class Pacer {
+  /** Duty cycle (millionths) the carried debt refers to; a change starts the account afresh. */
+  private raw = -1;
+  /** Rest still owed, ms (negative: rested more than owed). */
+  private debt = 0;
+
   constructor(private readonly control: Int32Array) {}
 
   get stopRequested(): boolean {
     return Atomics.load(this.control, STOP) === 1;
+  }
+
+  /** Called at the start of every task. */
+  reset(): void {
+    this.raw = -1;
+    this.debt = 0;
   }
 
   /**
@@ -51,18 +66,31 @@ export class Pacer {
    */
   rest(busyMs: number, deadlineAt: number): number {
     const start = performance.now();
+    const owedFor = (raw: number) => (raw > 0 && raw < SCALE ? (busyMs * (SCALE - raw)) / raw : 0);
+    let raw = Atomics.load(this.control, DUTY);
+    if (raw !== this.raw) {
+      this.raw = raw;
+      this.debt = 0;
+    }
+    this.debt += owedFor(raw);
     for (;;) {
       if (this.stopRequested) break;
-      const raw = Atomics.load(this.control, DUTY);
+      raw = Atomics.load(this.control, DUTY);
       if (raw >= SCALE) break;
+      if (raw !== this.raw) {
+        // Changed while resting: this block's rest at the new rate, the time already rested counting.
+        this.raw = raw;
+        this.debt = owedFor(raw);
+      }
       const now = performance.now();
-      // Re-evaluated after every wake-up: a changed duty cycle applies to the rest already under way.
-      const owed = raw > 0 ? (busyMs * (SCALE - raw)) / raw - (now - start) : Infinity;
-      if (owed <= 0) break;
+      const remaining = raw > 0 ? this.debt - (now - start) : Infinity;
+      if (remaining <= 0) break;
       const untilDeadline = deadlineAt - now;
       if (untilDeadline <= 0) break;
-      Atomics.wait(this.control, DUTY, raw, Math.min(owed, untilDeadline));
+      Atomics.wait(this.control, DUTY, raw, Math.min(remaining, untilDeadline));
     }
-    return performance.now() - start;
+    const rested = performance.now() - start;
+    this.debt = raw > 0 && raw < SCALE ? Math.max(this.debt - rested, -busyMs) : 0;
+    return rested;
   }
 }
