@@ -86,3 +86,21 @@ describe.each(brokers)('a short federated job over %s', (_name, start) => {
     expect((await loadCheckpoint(path.join(dir, 'ckpt.bin'))).round).toBe(2);
   }, 180_000);
 });
+
+describe('over-commitment over a real broker', () => {
+  let broker: TestBroker;
+  beforeAll(async () => { broker = await startAedes(); });
+  afterAll(async () => { await broker?.close(); });
+
+  it('asks 3 gateways, closes each round at K = 2 results, records the third as late', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'fg-oc-'));
+    const report = await simulate(options(dir, broker.url, { rounds: 2, clientsPerRound: 2, overcommit: 1.5, maxSamples: 600, modelOut: undefined }));
+    for (const r of report.rounds) {
+      expect(r.selected).toBe(3);
+      expect(r.participants).toBe(2);
+      expect(r.tasks.filter((t) => t.late)).toHaveLength(1);
+      expect(r.failures).toHaveLength(1);
+    }
+    expect(report.final!.accuracy).toBeGreaterThan(0.3);
+  }, 120_000);
+});

@@ -1,11 +1,11 @@
 #!/usr/bin/env node
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { setLogLevel, logger } from '../log';
 import { startEmbeddedBroker } from '../broker';
 import { Agent } from '../agent';
 import { Topics } from '../transport';
 import { simulate, runAggregatorJob, formatRound, loadShard, parseShard, parseDatasetName, type JobReport } from '../sim';
-import { brokerOptions, int, jobOptions } from './options';
+import { brokerOptions, int, jobOptions, positive } from './options';
 import { addProfileCommand } from './commands/profile';
 import type { RoundRecord } from '../aggregator';
 import { addConfigCommand } from './commands/config';
@@ -65,7 +65,19 @@ export function buildCli(): Command {
     .option('--clients <n>', 'simulated gateways (one OS process each)', int(1, 1000), 10)
     .option('--partition <spec>', 'how data is split: iid, dirichlet:<alpha>', 'dirichlet:0.5')
     .option('--max-samples <n>', 'cap on each gateway\'s training rows (quick runs)', int(1))
+    .addOption(new Option('--mode <mode>', 'processes: one OS process per gateway over a real broker; virtual: a virtual clock with device models (large fleets)').choices(['processes', 'virtual']).default('processes'))
+    .option('--tiers <mix>', 'virtual mode: device tiers and shares, e.g. pi3:25,pi4:25,jetson:25,x86:25 (built in: pi3, pi4, jetson, x86)')
+    .option('--trace <file>', 'virtual mode: a JSON trace of devices (compute, bandwidth, availability windows) instead of --tiers')
+    .option('--time-budget <seconds>', 'virtual mode: stop after this much simulated time', positive)
     .action(async (o: Opts) => {
+      if (o.mode === 'virtual') {
+        const { runVirtualJob, formatVirtualRound } = await import('../sim/run-virtual');
+        const res = await runVirtualJob({ ...jobFrom(o), clients: o.clients, partition: o.partition, tiers: o.tiers, trace: o.trace, timeBudgetSeconds: o.timeBudget }, (r) => process.stdout.write(formatVirtualRound(r, o.rounds) + '\n'));
+        const last = res.rounds.at(-1);
+        process.stdout.write(`done: ${res.rounds.length} rounds, ${last?.end.toFixed(0) ?? 0} s simulated, final accuracy ${last?.accuracy.toFixed(4) ?? '-'}\n`);
+        return;
+      }
+      if (o.tiers || o.trace || o.timeBudget) throw new Error('--tiers, --trace and --time-budget need --mode virtual');
       const report = await simulate({ ...jobFrom(o), broker: o.broker, clients: o.clients, partition: o.partition, logLevel: o.logLevel, maxSamples: o.maxSamples, waitForClientsSeconds: 120 }, printRound(o.rounds));
       printSummary(report);
     });

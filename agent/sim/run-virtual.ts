@@ -1,0 +1,54 @@
+import { partition, parsePartition } from '../data';
+import { paramCount } from '../model';
+import { buildStrategy, writeFileAtomic, type JobOptions } from './job';
+import { defaultSpec, loadSplit, type DatasetName } from './datasets';
+import { availabilityWindows, loadTrace, parseTierMix, type Device } from './tiers';
+import { runVirtual, type VirtualRound } from './virtual';
+
+export interface VirtualJobOptions extends Pick<JobOptions, 'strategy' | 'codec' | 'clientsPerRound' | 'epochs' | 'batchSize' | 'lr' | 'deadlineSeconds' | 'seed' | 'overcommit' | 'targetQuantile' | 'maxIdleRounds' | 'foldLate' | 'hidden' | 'rounds' | 'report'> {
+  dataset: DatasetName;
+  dataDir?: string;
+  clients: number;
+  partition: string;
+  tiers?: string;
+  trace?: string;
+  timeBudgetSeconds?: number;
+}
+
+/** `fedgate simulate --mode virtual`: a large fleet on a virtual clock. */
+export async function runVirtualJob(o: VirtualJobOptions, onRound: (r: VirtualRound) => void): Promise<{ rounds: VirtualRound[]; config: Record<string, unknown> }> {
+  const train = loadSplit({ dataset: o.dataset, dataDir: o.dataDir }, 'train');
+  const test = loadSplit({ dataset: o.dataset, dataDir: o.dataDir }, 'test');
+  const spec = defaultSpec(test, o.hidden);
+  let devices: Device[];
+  if (o.trace) {
+    devices = loadTrace(o.trace);
+  } else {
+    devices = parseTierMix(o.tiers ?? 'pi3,pi4,jetson,x86', o.clients, o.seed).map((tier, i) => ({ id: `dev-${String(i).padStart(String(o.clients - 1).length, '0')}`, tier, windows: availabilityWindows(tier, 1e7, o.seed * 1000 + i) }));
+  }
+  const spec2 = parsePartition(o.partition);
+  const shards = partition(train, spec2, devices.length, o.seed);
+  const strategy = buildStrategy({ ...o, clientsPerRound: o.clientsPerRound || Math.max(1, Math.round(devices.length / 10)) }, paramCount(spec));
+  const res = await runVirtual({ spec, train, test, devices, shards, strategy, rounds: o.rounds, timeBudgetSeconds: o.timeBudgetSeconds, seed: o.seed, foldLate: o.foldLate, onRound });
+  const config = { ...o, mode: 'virtual', devices: devices.length, model: spec };
+  if (o.report) await writeFileAtomic(o.report, Buffer.from(JSON.stringify({ config, rounds: res.rounds, final: { accuracy: res.rounds.at(-1)?.accuracy, loss: res.rounds.at(-1)?.loss } }, null, 2) + '\n'));
+  return { rounds: res.rounds, config };
+}
+
+export function formatVirtualRound(r: VirtualRound, rounds: number): string {
+  const steps = r.tasks.map((t) => t.steps);
+  const late = r.tasks.filter((t) => t.late).length;
+  const failed = r.tasks.filter((t) => t.failed).length;
+  return [
+    `round ${String(r.round).padStart(String(rounds).length)}/${rounds}`,
+    `t=${r.end.toFixed(1)} s`,
+    `participants ${r.participants}/${r.selected}`,
+    steps.length ? `work ${Math.min(...steps)}-${Math.max(...steps)} steps` : 'work -',
+    `acc ${r.accuracy.toFixed(4)}`,
+    `loss ${r.loss.toFixed(4)}`,
+    `deadline ${r.deadlineSeconds === Infinity ? '-' : r.deadlineSeconds.toFixed(1) + ' s'}`,
+    `straggler wait ${r.stragglerWaitSeconds.toFixed(1)} s`,
+    ...(late ? [`late ${late}`] : []),
+    ...(failed ? [`offline ${failed}`] : []),
+  ].join('  ');
+}

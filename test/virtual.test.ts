@@ -1,0 +1,97 @@
+import { describe, expect, it } from 'vitest';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { loadMnist } from '../agent/data';
+import { mlp, paramCount } from '../agent/model';
+import { encode } from '../agent/compress';
+import { FedAvgStrategy } from '../agent/aggregator';
+import { FRAME_HEADER_BYTES } from '../agent/transport';
+import { runVirtual, timeToAccuracy, accuracyAt } from '../agent/sim/virtual';
+import { parseTierMix, loadTrace, availabilityWindows, onlineThrough, TIERS, trainFlopsPerSample, type Device } from '../agent/sim/tiers';
+
+const train = loadMnist('train');
+const test = { ...loadMnist('test') };
+const spec = mlp(784, [16], 10);
+const P = paramCount(spec);
+
+function strategy(epochs = 1) {
+  return new FedAvgStrategy({ clientsPerRound: 0, epochs, batchSize: 32, lr: 0.1, codec: { codec: 'int8' }, deadlineSeconds: 1000, seed: 3 });
+}
+
+describe('virtual clock', () => {
+  const tier = { name: 'test', gflops: 1, upBytesPerSecond: 1e5, downBytesPerSecond: 1e6, latencySeconds: 0.1 };
+
+  it('times a task as download + compute + upload from the device model, with real training', async () => {
+    const shard = Uint32Array.from({ length: 320 }, (_, i) => i);
+    const res = await runVirtual({ spec, train, test, devices: [{ id: 'd0', tier }], shards: [shard], strategy: strategy(), rounds: 2, seed: 1, workers: 1, serverSecondsPerRound: 0.5 });
+    const modelBytes = P * 4 + FRAME_HEADER_BYTES + 400;
+    const upBytes = encode(new Float32Array(P), { codec: 'int8' }).length + FRAME_HEADER_BYTES + 300;
+    const compute = (10 * 32 * trainFlopsPerSample(P)) / 1e9;
+    const task = 0.1 + modelBytes / 1e6 + compute + 0.1 + upBytes / 1e5;
+    expect(res.rounds).toHaveLength(2);
+    expect(res.rounds[0].tasks[0].actualSeconds).toBeCloseTo(task, 9);
+    expect(res.rounds[0].end).toBeCloseTo(task + 0.5, 9);
+    expect(res.rounds[1].end).toBeCloseTo(2 * (task + 0.5), 9);
+    expect(res.rounds[0].stragglerWaitSeconds).toBe(0);
+    expect(res.rounds[1].accuracy).toBeGreaterThan(0.3); // real training on 320 images, chance is 0.1
+    expect(timeToAccuracy(res.rounds, 0.3)).toBeCloseTo(res.rounds.find((r) => r.accuracy >= 0.3)!.end, 9);
+    expect(accuracyAt(res.rounds, task + 0.6)).toBe(res.rounds[0].accuracy);
+  }, 60_000);
+
+  it('loses the task of a device that goes offline during it, and keeps the model', async () => {
+    const devices: Device[] = [{ id: 'flaky', tier, windows: [[0, 0.05]] }];
+    const res = await runVirtual({ spec, train, test, devices, shards: [Uint32Array.from({ length: 64 }, (_, i) => i)], strategy: strategy(), rounds: 1, seed: 1, workers: 1 });
+    expect(res.rounds[0].participants).toBe(0);
+    expect(res.rounds[0].tasks[0]).toMatchObject({ node: 'flaky', failed: 'offline' });
+    expect(res.rounds[0].tasks[0].actualSeconds).toBeCloseTo(0.05, 9);
+  }, 60_000);
+
+  it('waits for the slowest device under FedAvg: the straggler wait is the gap to it', async () => {
+    const slow = { ...tier, name: 'slow', gflops: 0.1 };
+    const shards = [0, 1].map((c) => Uint32Array.from({ length: 320 }, (_, i) => c * 320 + i));
+    const res = await runVirtual({ spec, train, test, devices: [{ id: 'fast', tier }, { id: 'slow', tier: slow }], shards, strategy: strategy(), rounds: 1, seed: 1, workers: 2, serverSecondsPerRound: 0 });
+    const [fast, slw] = res.rounds[0].tasks.map((t) => t.actualSeconds);
+    expect(slw - fast).toBeCloseTo((10 * 32 * trainFlopsPerSample(P)) * (1 / 0.1e9 - 1 / 1e9), 9);
+    expect(res.rounds[0].end).toBeCloseTo(slw, 9);
+    expect(res.rounds[0].stragglerWaitSeconds).toBeCloseTo((slw - fast) / 2, 9);
+  }, 60_000);
+});
+
+describe('device tiers and traces', () => {
+  it('mixes tiers by share, deterministically', () => {
+    const mix = parseTierMix('pi3:1,x86:3', 8, 1);
+    expect(mix.filter((t) => t.name === 'pi3')).toHaveLength(2);
+    expect(mix.filter((t) => t.name === 'x86')).toHaveLength(6);
+    expect(parseTierMix('pi3:1,x86:3', 8, 1).map((t) => t.name)).toEqual(mix.map((t) => t.name));
+    expect(() => parseTierMix('pi5', 4, 1)).toThrow('unknown tier "pi5"');
+    expect(() => parseTierMix('pi3:-1', 4, 1)).toThrow('must be a number above 0');
+  });
+
+  it('builds availability windows with the tier\'s on/off means', () => {
+    const w = availabilityWindows(TIERS.pi3, 1e7, 5)!;
+    const online = w.reduce((s, [a, b]) => s + b - a, 0) / 1e7;
+    expect(online).toBeGreaterThan(0.8); // 3600 / (3600 + 600) = 0.857
+    expect(online).toBeLessThan(0.92);
+    expect(availabilityWindows(TIERS.x86, 1e7, 5)).toBeUndefined();
+    expect(onlineThrough({ id: 'x', tier: TIERS.pi3, windows: [[0, 10]] }, 2, 9)).toBe(true);
+    expect(onlineThrough({ id: 'x', tier: TIERS.pi3, windows: [[0, 10]] }, 2, 11)).toBe(false);
+  });
+
+  it('reads a trace file, with tier defaults and clear errors', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'fg-trace-'));
+    const file = path.join(dir, 'fleet.json');
+    writeFileSync(file, JSON.stringify({ devices: [{ id: 'a', gflops: 2, upMbps: 8, downMbps: 16, latencyMs: 50, availability: [[100, 200], [0, 50]] }, { id: 'b', tier: 'pi4', gflops: 3 }] }));
+    const [a, b] = loadTrace(file);
+    expect(a).toEqual({ id: 'a', tier: { name: 'trace', gflops: 2, upBytesPerSecond: 1e6, downBytesPerSecond: 2e6, latencySeconds: 0.05 }, windows: [[0, 50], [100, 200]] });
+    expect(b.tier.gflops).toBe(3);
+    expect(b.tier.upBytesPerSecond).toBeCloseTo(TIERS.pi4.upBytesPerSecond, 6);
+    writeFileSync(file, JSON.stringify({ devices: [{ id: 'a', upMbps: 1, downMbps: 1, latencyMs: 1 }] }));
+    expect(() => loadTrace(file)).toThrow('devices[0].gflops: must be a number ≥ 0 (or give a tier)');
+    writeFileSync(file, JSON.stringify({ devices: [{ tier: 'x86', availability: [[5, 1]] }] }));
+    expect(() => loadTrace(file)).toThrow('availability[0]: must be [start, end] with start < end');
+    writeFileSync(file, '{"devices": []}');
+    expect(() => loadTrace(file)).toThrow('non-empty array');
+    expect(() => loadTrace(path.join(dir, 'missing.json'))).toThrow('cannot read trace');
+  });
+});
