@@ -48,8 +48,11 @@ describe('resolveStateDir', () => {
 
   it('creates the directory private to its user', async () => {
     const dir = fresh();
-    await openState(dir);
+    const s = await openState(dir);
     expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(s.dir).toBe(dir);
+    expect(s.residualFile).toBe(path.join(dir, 'residual.fgef'));
+    expect(s.outbox.dir).toBe(path.join(dir, 'outbox'));
     expect(readdirSync(dir).sort()).toEqual([LOCK_FILE, 'outbox']);
   });
 });
