@@ -111,13 +111,16 @@ export function buildHardware(raw: RawHardware): HardwareProfile {
       hostAvailableBytes,
       cgroupLimitBytes,
     },
-    load: { total: knownFraction(raw.load?.total), other: knownFraction(raw.load?.other) },
+    load: { total: round3(knownFraction(raw.load?.total)), other: round3(knownFraction(raw.load?.other)) },
     temperatureC: knownTemperature(raw.temperature?.main) ?? knownTemperature(raw.temperature?.max),
     battery,
     platform: raw.platform ?? process.platform,
     arch: raw.arch ?? process.arch,
   };
 }
+
+/** Load to 0.1 %: the kernel counts in 10 ms ticks, more digits would be noise. */
+const round3 = (x: number | null): number | null => (x === null ? null : Math.round(x * 1000) / 1000);
 
 /** Available memory may legitimately be 0. */
 function knownNumberOrNull(v: unknown): number | null {
