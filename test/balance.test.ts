@@ -103,7 +103,7 @@ describe('selection', () => {
 
 describe('profiles with missing sensor values', () => {
   it('treats null, NaN and missing as unknown, never NaN in a plan', () => {
-    expect(summarizeProfile({ trainSamplesPerSecond: NaN, link: { upBytesPerSecond: null }, temperature: null, battery: {} })).toEqual({
+    expect(summarizeProfile({ trainSamplesPerSecond: NaN, link: { upBytesPerSecond: null }, temperatureC: null, load: { total: null, other: null }, battery: {} })).toEqual({
       trainSamplesPerSecond: null, upBytesPerSecond: null, downBytesPerSecond: null, cpuLoad: null, temperatureC: null, batteryPercent: null, onBattery: null,
     });
     expect(summarizeProfile(undefined).trainSamplesPerSecond).toBeNull();
@@ -184,5 +184,19 @@ describe('aggregation with unequal local work', () => {
   it('quantile interpolates', () => {
     expect(quantile([4, 1, 3, 2], 0.5)).toBe(2.5);
     expect(quantile([7], 0.9)).toBe(7);
+  });
+});
+
+describe('the planner reads a real profile message', () => {
+  it('maps load, temperature, battery and link from the profile JSON', () => {
+    const profile = {
+      version: 1, ts: 1, hardware: {}, load: { total: 0.8, other: 0.77 }, temperatureC: 61, battery: { present: true, percent: 42, onAc: false, charging: false },
+      trainSamplesPerSecond: 107054, trainModel: 'mlp-784-128-10', link: { upBytesPerSecond: 125000, downBytesPerSecond: null },
+    };
+    expect(summarizeProfile(profile)).toEqual({ trainSamplesPerSecond: 107054, upBytesPerSecond: 125000, downBytesPerSecond: null, cpuLoad: 0.77, temperatureC: 61, batteryPercent: 42, onBattery: true });
+    // No battery present: never "on battery", whatever onAc says.
+    expect(summarizeProfile({ battery: { present: false, percent: null, onAc: true } }).onBattery).toBe(false);
+    expect(summarizeProfile({ battery: { present: false, percent: null, onAc: false } }).onBattery).toBe(false);
+    expect(summarizeProfile({ battery: { percent: 50 } }).onBattery).toBeNull();
   });
 });

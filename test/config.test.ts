@@ -52,7 +52,7 @@ describe('schema', () => {
 
   it('fills the documented defaults', () => {
     expect(defaultConfig('agent')).toEqual({
-      broker: { url: 'mqtt://localhost:1883', tls: { rejectUnauthorized: true }, maxPacketBytes: 131072 },
+      broker: { url: 'mqtt://localhost:1883', tls: { rejectUnauthorized: true }, maxPacketBytes: 131072, protocolVersion: 4 },
       fleet: { prefix: 'fedgate', name: 'default' },
       node: {},
       data: { dataset: 'mnist', shard: '0/1', partition: 'iid', seed: 1, csv: { labelColumn: 'label', ownerColumn: 'owner' } },
@@ -127,7 +127,7 @@ describe('loadConfigFile', () => {
   it('reads YAML over the defaults', async () => {
     const f = file('broker:\n  url: mqtts://broker.example:8883\n  username: gw-7\nnode:\n  id: gw-7\ntraining:\n  threads: 2\n');
     const cfg = await loadConfigFile(f, 'agent', noEnv);
-    expect(cfg.broker).toEqual({ url: 'mqtts://broker.example:8883', username: 'gw-7', tls: { rejectUnauthorized: true }, maxPacketBytes: 131072 });
+    expect(cfg.broker).toEqual({ url: 'mqtts://broker.example:8883', username: 'gw-7', tls: { rejectUnauthorized: true }, maxPacketBytes: 131072, protocolVersion: 4 });
     expect(cfg.node.id).toBe('gw-7');
     expect(cfg.training).toEqual({ threads: 2, maxCpuLoad: 0.8, minBatteryPercent: 20, maxTemperatureC: 80, paused: false });
   });
@@ -295,6 +295,7 @@ describe('redactConfig', () => {
       password: '[redacted]',
       tls: { key: '/etc/fedgate/key.pem', cert: '/etc/fedgate/cert.pem', rejectUnauthorized: true },
       maxPacketBytes: 131072,
+      protocolVersion: 4,
     });
     expect(JSON.stringify(red)).not.toContain('hunter2');
     expect(cfg.broker.password).toBe('hunter2'); // a copy

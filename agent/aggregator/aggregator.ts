@@ -151,7 +151,7 @@ export class Aggregator extends EventEmitter {
 
   async start(): Promise<void> {
     const t = this.opts.topics;
-    const state = (online: boolean) => ({ online, role: 'aggregator', session: this.session, ts: Date.now() });
+    const state = (online: boolean) => this.stateMessage(online);
     this.link = await MqttLink.connect({
       url: this.opts.url,
       clientId: `fedgate-aggregator-${t.fleet}-${process.pid}`.slice(0, 64),
@@ -210,7 +210,17 @@ export class Aggregator extends EventEmitter {
   async stop(): Promise<void> {
     this.stopping = true;
     this.current?.plan.tasks.forEach((t) => this.current?.fail(t.node, 'aggregator stopping'));
-    await this.link?.close({ online: false, role: 'aggregator', session: this.session, ts: Date.now() });
+    await this.link?.close(this.stateMessage(false));
+  }
+
+  /** Retained on aggregator/state: nodes read `round` and `open` to tell whether a pending update is still wanted. */
+  private stateMessage(online: boolean): Record<string, unknown> {
+    return { online, role: 'aggregator', session: this.session, round: this.current?.round ?? this.records.length, open: online && this.current !== undefined, ts: Date.now() };
+  }
+
+  private publishState(): void {
+    this.link?.publishJson(this.opts.topics.aggregatorState, this.stateMessage(true), { retain: true })
+      .catch((err) => this.log.warn({ err: (err as Error).message }, 'aggregator state not published'));
   }
 
   private async waitForClients(): Promise<void> {
@@ -232,6 +242,7 @@ export class Aggregator extends EventEmitter {
     this.current = open;
     this.recentRounds.set(round, { selected: open.selected, sentAt: open.sentAt, batch: new Map(plan.tasks.map((t) => [t.node, t.batchSize])) });
     this.recentRounds.delete(round - 4);
+    this.publishState();
     let bytesDown = 0;
     const model = Buffer.from(this.params.buffer, this.params.byteOffset, this.params.byteLength);
     for (const task of plan.tasks) {
@@ -260,6 +271,7 @@ export class Aggregator extends EventEmitter {
     await Promise.race([open.settled, new Promise<void>((r) => (timer = setTimeout(r, waitMs)))]);
     clearTimeout(timer);
     this.current = undefined;
+    this.publishState();
     for (const t of plan.tasks) if (!open.results.has(t.node)) open.fail(t.node, open.failures.get(t.node) ?? 'no update before the deadline');
 
     const results = [...open.results.values()];
@@ -360,10 +372,11 @@ export function summarizeProfile(raw: unknown): NodeProfileSummary {
     trainSamplesPerSecond: num(p.trainSamplesPerSecond),
     upBytesPerSecond: num(p.link?.upBytesPerSecond),
     downBytesPerSecond: num(p.link?.downBytesPerSecond),
-    cpuLoad: num(p.otherLoad ?? p.load),
-    temperatureC: num(p.temperature ?? p.temperatureC),
-    batteryPercent: num(p.battery?.percent ?? p.batteryPercent),
-    onBattery: typeof p.battery?.onBattery === 'boolean' ? p.battery.onBattery : typeof p.battery?.acConnected === 'boolean' ? !p.battery.acConnected : null,
+    cpuLoad: num(p.load?.other),
+    temperatureC: num(p.temperatureC),
+    batteryPercent: num(p.battery?.percent),
+    // A box without a battery reports onAc true; only a present battery not on mains counts.
+    onBattery: p.battery?.present === false ? false : typeof p.battery?.onAc === 'boolean' ? !p.battery.onAc : null,
   };
 }
 

@@ -51,8 +51,7 @@ export interface BalanceOptions {
   /** Bytes of the model each task downloads, and of a typical update it uploads. */
   modelBytes: number;
   updateBytes: number;
-  /** Availability limits. */
-  maxCpuLoad: number;
+  /** Availability limits, a second line of defence behind each node's own host guard. */
   maxTemperatureC: number;
   minBatteryPercent: number;
   seed: number;
@@ -66,7 +65,6 @@ export const DEFAULT_BALANCE: Omit<BalanceOptions, 'clientsPerRound' | 'epochs' 
   exploration: 0.2,
   maxIdleRounds: 0,
   minEpochs: 0.25,
-  maxCpuLoad: 0.9,
   maxTemperatureC: 85,
   minBatteryPercent: 20,
 };
@@ -83,12 +81,13 @@ export interface NodeEstimate {
 }
 
 /** Why a node may not train now, or undefined when it may. */
-export function unavailableReason(n: NodeInfo, o: Pick<BalanceOptions, 'maxCpuLoad' | 'maxTemperatureC' | 'minBatteryPercent'>): string | undefined {
+export function unavailableReason(n: NodeInfo, o: Pick<BalanceOptions, 'maxTemperatureC' | 'minBatteryPercent'>): string | undefined {
   if (!n.online) return 'offline';
   if (n.samples <= 0) return 'no data';
+  // The node's own host guard judges CPU load against its own settings and reports busy; the
+  // aggregator does not second-guess it (gateways sharing a host would all look overloaded).
   if (n.busy) return 'busy with its host\'s own work';
   const p = n.profile;
-  if (p?.cpuLoad != null && p.cpuLoad > o.maxCpuLoad) return `host CPU load ${p.cpuLoad.toFixed(2)} above ${o.maxCpuLoad}`;
   if (p?.temperatureC != null && p.temperatureC > o.maxTemperatureC) return `temperature ${p.temperatureC} °C above ${o.maxTemperatureC}`;
   if (p?.onBattery && p.batteryPercent != null && p.batteryPercent < o.minBatteryPercent) return `battery at ${p.batteryPercent}%`;
   return undefined;

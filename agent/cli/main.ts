@@ -2,10 +2,11 @@
 import { Command, Option } from 'commander';
 import { setLogLevel, logger } from '../log';
 import { startEmbeddedBroker } from '../broker';
-import { Agent } from '../agent';
+import { addAgentCommand } from './commands/agent';
 import { Topics } from '../transport';
 import { simulate, runAggregatorJob, formatRound, loadShard, parseShard, parseDatasetName, type JobReport } from '../sim';
 import { brokerOptions, int, jobOptions, positive } from './options';
+import { parseTierMix } from '../sim/tiers';
 import { addProfileCommand } from './commands/profile';
 import type { RoundRecord } from '../aggregator';
 import { addConfigCommand } from './commands/config';
@@ -66,9 +67,10 @@ export function buildCli(): Command {
     .option('--partition <spec>', 'how data is split: iid, dirichlet:<alpha>', 'dirichlet:0.5')
     .option('--max-samples <n>', 'cap on each gateway\'s training rows (quick runs)', int(1))
     .addOption(new Option('--mode <mode>', 'processes: one OS process per gateway over a real broker; virtual: a virtual clock with device models (large fleets)').choices(['processes', 'virtual']).default('processes'))
-    .option('--tiers <mix>', 'virtual mode: device tiers and shares, e.g. pi3:25,pi4:25,jetson:25,x86:25 (built in: pi3, pi4, jetson, x86)')
+    .option('--tiers <mix>', 'device tiers and shares, e.g. pi3:25,pi4:25,jetson:25,x86:25 (built in: pi3, pi4, jetson, x86); processes mode slows each gateway process to its tier')
     .option('--trace <file>', 'virtual mode: a JSON trace of devices (compute, bandwidth, availability windows) instead of --tiers')
     .option('--time-budget <seconds>', 'virtual mode: stop after this much simulated time', positive)
+    .option('--time-scale <x>', 'processes mode with --tiers: simulated seconds per real second', positive, 10)
     .action(async (o: Opts) => {
       if (o.mode === 'virtual') {
         const { runVirtualJob, formatVirtualRound } = await import('../sim/run-virtual');
@@ -77,8 +79,9 @@ export function buildCli(): Command {
         process.stdout.write(`done: ${res.rounds.length} rounds, ${last?.end.toFixed(0) ?? 0} s simulated, final accuracy ${last?.accuracy.toFixed(4) ?? '-'}\n`);
         return;
       }
-      if (o.tiers || o.trace || o.timeBudget) throw new Error('--tiers, --trace and --time-budget need --mode virtual');
-      const report = await simulate({ ...jobFrom(o), broker: o.broker, clients: o.clients, partition: o.partition, logLevel: o.logLevel, maxSamples: o.maxSamples, waitForClientsSeconds: 120 }, printRound(o.rounds));
+      if (o.trace || o.timeBudget) throw new Error('--trace and --time-budget need --mode virtual');
+      const tiers = o.tiers ? parseTierMix(o.tiers, o.clients, o.seed) : undefined;
+      const report = await simulate({ ...jobFrom(o), broker: o.broker, clients: o.clients, partition: o.partition, logLevel: o.logLevel, maxSamples: o.maxSamples, waitForClientsSeconds: 120, tiers, timeScale: o.timeScale }, printRound(o.rounds));
       printSummary(report);
     });
 
@@ -103,26 +106,8 @@ export function buildCli(): Command {
       printSummary(report);
     });
 
-  brokerOptions(program.command('agent').description('run one gateway agent: trains on its local data when the aggregator asks'), true)
-    .requiredOption('--node-id <id>', 'this gateway\'s id (one topic level: no + # / or leading $)')
-    .option('--dataset <name>', 'mnist or femnist', 'mnist')
-    .option('--data-dir <dir>', 'folder holding femnist/')
-    .option('--shard <i/n>', 'which part of the data set this gateway holds', '0/1')
-    .option('--partition <spec>', 'how the data set is split over the n shards: iid, dirichlet:<alpha>', 'iid')
-    .option('--seed <n>', 'seed of the partition', int(0), 1)
-    .option('--max-samples <n>', 'keep at most this many rows of the shard', int(1))
-    .option('--threads <n>', 'ONNX Runtime threads', int(1), 1)
-    .action(async (o: Opts) => {
-      const shard = parseShard(o.shard);
-      const data = loadShard({ dataset: parseDatasetName(o.dataset), dataDir: o.dataDir, index: shard.index, clients: shard.clients, partition: o.partition, seed: o.seed, maxSamples: o.maxSamples });
-      const agent = new Agent({ url: o.broker, username: o.username, password: o.password, nodeId: o.nodeId, topics: new Topics(o.prefix, o.fleet), maxPacketBytes: o.maxPacketBytes, data, threads: o.threads });
-      onSignals(() => agent.stop());
-      await agent.start();
-    });
+  addAgentCommand(program, brokerOptions);
 
-  addConfigCommand(program);
-  addInstallServiceCommand(program);
-  addProfileCommand(program);
   return program;
 }
 

@@ -47,6 +47,7 @@ const broker = section('How to reach the MQTT broker', {
     rejectUnauthorized: restart({ type: 'boolean', default: true, description: 'refuse a broker certificate that does not verify' }),
   }),
   maxPacketBytes: live({ type: 'integer', minimum: 1024, maximum: 268435455, default: 131072, description: 'largest MQTT packet to send; bigger payloads are chunked' }),
+  protocolVersion: restart({ type: 'integer', enum: [4, 5], default: 4, description: 'MQTT 3.1.1 (4) or 5 (5: management responses also go to the request\'s response topic with its correlation data)' }),
 });
 
 const fleet = section('Where in the topic tree the fleet lives', {

@@ -8,6 +8,7 @@ export interface BrokerSettings {
   clientId?: string;
   tls: { ca?: string; cert?: string; key?: string; rejectUnauthorized: boolean };
   maxPacketBytes: number;
+  protocolVersion: 4 | 5;
 }
 
 export interface FleetSettings {

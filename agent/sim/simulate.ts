@@ -1,5 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import type { DeviceTier } from './tiers';
 import { startEmbeddedBroker, type EmbeddedBroker } from '../broker';
 import { logger } from '../log';
 import { runAggregatorJob, type JobOptions, type JobReport } from './job';
@@ -13,6 +16,9 @@ export interface SimulateOptions extends Omit<JobOptions, 'url' | 'minClients'> 
   logLevel: string;
   /** Cap on each gateway's training rows. */
   maxSamples?: number;
+  /** Real-time device emulation: each gateway slowed to its tier, `timeScale` times faster than the real device. */
+  tiers?: DeviceTier[];
+  timeScale?: number;
 }
 
 /** The compiled CLI, which every simulated gateway runs as its own OS process. */
@@ -34,6 +40,8 @@ export async function simulate(opts: SimulateOptions, onRound: (r: RoundRecord) 
   let broker: EmbeddedBroker | undefined;
   const url = opts.broker ?? (broker = await startEmbeddedBroker()).url;
   const children: ChildProcess[] = [];
+  // Each gateway keeps its own state directory (node id, outbox, residual), as on a real device.
+  const stateRoot = mkdtempSync(path.join(tmpdir(), 'fedgate-sim-'));
   const exited = new Set<ChildProcess>();
   let failure: Error | undefined;
   try {
@@ -50,7 +58,12 @@ export async function simulate(opts: SimulateOptions, onRound: (r: RoundRecord) 
           '--partition', opts.partition,
           '--seed', String(opts.seed),
           '--log-level', opts.logLevel,
+          '--state-dir', path.join(stateRoot, nodeIdFor(i, opts.clients)),
+          // All gateways share this host: each would see the others' training as the host's own work.
+          '--max-cpu-load', '1',
         ];
+        const tier = opts.tiers?.[i];
+        if (tier) args.push('--tier', tier.name, '--time-scale', String(opts.timeScale ?? 1));
         if (opts.dataDir) args.push('--data-dir', opts.dataDir);
         if (opts.maxSamples) args.push('--max-samples', String(opts.maxSamples));
         if (opts.maxPacketBytes) args.push('--max-packet-bytes', String(opts.maxPacketBytes));
@@ -71,6 +84,7 @@ export async function simulate(opts: SimulateOptions, onRound: (r: RoundRecord) 
   } finally {
     await Promise.all(children.map((c) => stopChild(c, exited)));
     await broker?.close();
+    rmSync(stateRoot, { recursive: true, force: true });
   }
 }
 

@@ -1,6 +1,6 @@
 export { Topics, validateNodeId, validateTopicLevel, assertPublishTopic, MAX_ID_LENGTH } from './topics';
 export { FrameKind, FrameError, encodeFrames, decodeFrame, Reassembler, FRAME_HEADER_BYTES } from './frame';
 export type { Frame, FrameMeta, Reassembled, ReassemblerOptions } from './frame';
-export { MqttLink, topicMatches, publishPacketBytes, DEFAULT_MAX_PACKET_BYTES } from './link';
-export type { LinkOptions, MessageHandler } from './link';
+export { MqttLink, topicMatches, publishPacketBytes, backoffDelay, DEFAULT_MAX_PACKET_BYTES, DEFAULT_BACKOFF } from './link';
+export type { LinkOptions, MessageHandler, PublishOptions, BackoffOptions } from './link';
 export * from './messages';

@@ -19,12 +19,40 @@ export interface LinkOptions {
   /** Largest MQTT packet this side will send; bigger payloads must be chunked (see publishFrames). */
   maxPacketBytes?: number;
   protocolVersion?: 4 | 5;
+  /** How long `connect` waits for the first connection; 0 waits for ever (a service started before its broker). */
   connectTimeoutMs?: number;
+  /** Reconnect backoff: first delay, cap, and how long a connection must last before the delay resets. */
+  backoff?: Partial<BackoffOptions>;
+  tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer; rejectUnauthorized?: boolean };
   keepaliveSeconds?: number;
   log?: Logger;
 }
 
+export interface PublishOptions {
+  retain?: boolean;
+  qos?: 0 | 1;
+  /** MQTT v5 correlation data (request/response), passed through untouched. */
+  correlationData?: Buffer;
+}
+
 export type MessageHandler = (topic: string, payload: Buffer, packet: IPublishPacket) => void;
+
+export interface BackoffOptions {
+  initialMs: number;
+  maxMs: number;
+  stableMs: number;
+}
+
+export const DEFAULT_BACKOFF: BackoffOptions = { initialMs: 500, maxMs: 60_000, stableMs: 30_000 };
+
+/**
+ * Delay before reconnect attempt `attempt` (0-based): exponential, capped, with jitter over the
+ * upper half so a fleet that lost its broker together does not come back in lock-step.
+ */
+export function backoffDelay(attempt: number, o: Pick<BackoffOptions, 'initialMs' | 'maxMs'> = DEFAULT_BACKOFF, random: () => number = Math.random): number {
+  const ceiling = Math.min(o.maxMs, o.initialMs * Math.pow(2, Math.min(attempt, 30)));
+  return Math.round(ceiling * (0.5 + 0.5 * random()));
+}
 
 /** MQTT packet size of a PUBLISH: fixed header (1 + up to 4 length bytes), topic (2 + n), packet id for QoS > 0, payload. */
 export function publishPacketBytes(topic: string, payloadBytes: number, qos: 0 | 1 | 2): number {
@@ -62,19 +90,41 @@ export class MqttLink extends EventEmitter {
   private readonly handlers: { filter: string; handler: MessageHandler }[] = [];
   private readonly log: Logger;
   private closed = false;
+  private attempts = 0;
+  private connectedAt = 0;
+  private retryTimer?: NodeJS.Timeout;
+  private readonly backoff: BackoffOptions;
+  /** Connections made so far (1 after the first). */
+  connections = 0;
 
   private constructor(private readonly client: MqttClient, private readonly opts: LinkOptions) {
     super();
     this.maxPacketBytes = opts.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES;
     this.log = opts.log ?? logger('transport', { clientId: opts.clientId });
+    this.backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
     client.on('message', (topic, payload, packet) => this.dispatch(topic, payload, packet));
-    client.on('connect', () => {
-      this.log.info({ url: opts.url }, 'connected');
+    // mqtt.js reconnects at a fixed period; we reconnect ourselves with exponential backoff and jitter,
+    // reset only after a connection that lasted `stableMs`.
+    client.on('close', () => {
+      if (this.closed) return;
+      if (this.connectedAt && Date.now() - this.connectedAt >= this.backoff.stableMs) this.attempts = 0;
+      this.connectedAt = 0;
+      if (this.retryTimer) return;
+      const delay = backoffDelay(this.attempts++, this.backoff);
+      this.log.info({ delayMs: delay, attempt: this.attempts }, 'connection lost; reconnecting');
+      this.emit('offline');
+      this.retryTimer = setTimeout(() => {
+        this.retryTimer = undefined;
+        if (!this.closed && !this.client.connected) this.client.connect();
+      }, delay);
+    });
+    client.on('connect', (connack) => {
+      this.connectedAt = Date.now();
+      this.connections++;
+      this.log.info({ url: opts.url, sessionPresent: connack.sessionPresent }, 'connected');
       this.publishJson(opts.stateTopic, opts.birth(), { retain: true, qos: 1 }).catch((err) => this.log.warn({ err }, 'could not publish birth state'));
       this.emit('connect');
     });
-    client.on('reconnect', () => this.log.info('reconnecting'));
-    client.on('offline', () => { this.log.warn('broker unreachable'); this.emit('offline'); });
     client.on('error', (err) => this.log.warn({ err: err.message }, 'mqtt error'));
   }
 
@@ -86,18 +136,27 @@ export class MqttLink extends EventEmitter {
       password: opts.password,
       protocolVersion: opts.protocolVersion ?? 4,
       keepalive: opts.keepaliveSeconds ?? 30,
-      connectTimeout: opts.connectTimeoutMs ?? 10_000,
-      reconnectPeriod: 1000,
+      connectTimeout: 10_000,
+      reconnectPeriod: 0, // see the 'close' handler: our own backoff
       clean: true,
+      // Re-subscribe on every reconnect: with a clean session the broker kept nothing (mqtt.js does this).
+      resubscribe: true,
+      ca: opts.tls?.ca,
+      cert: opts.tls?.cert,
+      key: opts.tls?.key,
+      rejectUnauthorized: opts.tls?.rejectUnauthorized,
       will: { topic: opts.stateTopic, payload: Buffer.from(JSON.stringify(opts.will)), qos: 1, retain: true },
     };
     const client = mqtt.connect(opts.url, options);
     const link = new MqttLink(client, opts);
+    const waitMs = opts.connectTimeoutMs ?? 10_000;
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => fail(new Error(`could not connect to the MQTT broker at ${opts.url} within ${options.connectTimeout} ms`)), options.connectTimeout);
+      const timer = waitMs > 0 ? setTimeout(() => fail(new Error(`could not connect to the MQTT broker at ${opts.url} within ${waitMs} ms`)), waitMs) : undefined;
       const fail = (err: Error) => {
         clearTimeout(timer);
         client.removeListener('connect', ok);
+        link.closed = true;
+        clearTimeout(link.retryTimer);
         client.end(true);
         reject(err);
       };
@@ -124,17 +183,22 @@ export class MqttLink extends EventEmitter {
     await this.client.subscribeAsync(filter, { qos });
   }
 
-  async publish(topic: string, payload: Buffer | string, opts: { retain?: boolean; qos?: 0 | 1 } = {}): Promise<void> {
+  async publish(topic: string, payload: Buffer | string, opts: PublishOptions = {}): Promise<void> {
     assertPublishTopic(topic);
     const qos = opts.qos ?? 1;
     const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
     const size = publishPacketBytes(topic, body.length, qos);
     if (size > this.maxPacketBytes) throw new Error(`publish to ${topic} would be a ${size}-byte packet, over this link's ${this.maxPacketBytes}-byte limit; chunk it`);
     this.bytesOut += size;
-    await this.client.publishAsync(topic, body, { qos, retain: opts.retain ?? false });
+    const properties = this.opts.protocolVersion === 5 && opts.correlationData ? { correlationData: opts.correlationData } : undefined;
+    await this.client.publishAsync(topic, body, { qos, retain: opts.retain ?? false, properties });
   }
 
-  publishJson(topic: string, value: unknown, opts: { retain?: boolean; qos?: 0 | 1 } = {}): Promise<void> {
+  get protocolVersion(): 4 | 5 {
+    return this.opts.protocolVersion ?? 4;
+  }
+
+  publishJson(topic: string, value: unknown, opts: PublishOptions = {}): Promise<void> {
     return this.publish(topic, JSON.stringify(value), opts);
   }
 
@@ -154,6 +218,7 @@ export class MqttLink extends EventEmitter {
   async close(finalState?: Record<string, unknown>): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.retryTimer);
     if (finalState && this.client.connected) {
       await Promise.race([
         this.publishJson(this.opts.stateTopic, finalState, { retain: true, qos: 1 }).catch(() => undefined),

@@ -6,6 +6,11 @@
  *   <base>/node/<id>/heartbeat       JSON, every few seconds while online
  *   <base>/node/<id>/task            binary frames: the node's work for a round + the model to start from
  *   <base>/node/<id>/update          binary frames: the node's model update (chunked)
+ *   <base>/node/<id>/profile         retained JSON: hardware, measured training and link throughput
+ *   <base>/config                    retained JSON {version, config}: settings for every node of the fleet
+ *   <base>/node/<id>/config          retained JSON {version, config}: this node's settings (over the fleet's)
+ *   <base>/node/<id>/request/<action>   JSON {transaction, data}: management API (get_config, set_config, …)
+ *   <base>/node/<id>/response/<action>  JSON {status, data, error, transaction}
  *
  * A node only ever publishes below its own `node/<id>/`, which makes a per-node broker ACL simple.
  */
@@ -48,6 +53,11 @@ export class Topics {
   nodeHeartbeat(id: string): string { return this.node(id, 'heartbeat'); }
   nodeTask(id: string): string { return this.node(id, 'task'); }
   nodeUpdate(id: string): string { return this.node(id, 'update'); }
+  nodeProfile(id: string): string { return this.node(id, 'profile'); }
+  nodeConfig(id: string): string { return this.node(id, 'config'); }
+  nodeRequests(id: string): string { return this.node(id, 'request/+'); }
+  nodeResponse(id: string, action: string): string { return this.node(id, `response/${validateTopicLevel(action, 'action')}`); }
+  get fleetConfig(): string { return `${this.base}/config`; }
 
   /** Subscription matching one leaf for every node, e.g. `all('state')` = `<base>/node/+/state`. */
   allNodes(leaf: 'state' | 'heartbeat' | 'update' | 'profile'): string { return `${this.base}/node/+/${leaf}`; }

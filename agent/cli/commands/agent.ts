@@ -1,0 +1,107 @@
+import { readFileSync } from 'node:fs';
+import { Option, type Command } from 'commander';
+import { Agent } from '../../gateway';
+import { loadConfigFile, defaultConfig, envOverrides, mergeConfig, validateConfig, type AgentConfig } from '../../config';
+import { StateDir, resolveStateDir } from '../../state';
+import { loadCsvDataset, select, type Shard } from '../../data';
+import { loadShard, parseShard, parseDatasetName } from '../../sim';
+import { TIERS } from '../../sim/tiers';
+import { setLogLevel, logger } from '../../log';
+import { int, positive } from '../options';
+
+type Opts = Record<string, any>;
+
+/** Command-line settings, only those the user actually gave (a flag's default must not hide the config file's value). */
+function flagsToPartial(cmd: Command, o: Opts): Record<string, unknown> {
+  const given = (name: string) => o[name] !== undefined && ['cli', 'env'].includes(cmd.getOptionValueSource(name) ?? '');
+  const p: Record<string, any> = {};
+  const set = (path: string, value: unknown) => {
+    const keys = path.split('.');
+    let at = p;
+    for (const k of keys.slice(0, -1)) at = at[k] ??= {};
+    at[keys[keys.length - 1]] = value;
+  };
+  const map: [string, string][] = [
+    ['broker', 'broker.url'], ['username', 'broker.username'], ['password', 'broker.password'], ['maxPacketBytes', 'broker.maxPacketBytes'],
+    ['protocolVersion', 'broker.protocolVersion'], ['prefix', 'fleet.prefix'], ['fleet', 'fleet.name'], ['logLevel', 'logging.level'],
+    ['nodeId', 'node.id'], ['dataset', 'data.dataset'], ['dataDir', 'data.dataDir'], ['shard', 'data.shard'], ['partition', 'data.partition'],
+    ['seed', 'data.seed'], ['maxSamples', 'data.maxSamples'], ['threads', 'training.threads'], ['maxCpuLoad', 'training.maxCpuLoad'], ['stateDir', 'stateDir'],
+  ];
+  for (const [flag, path] of map) if (given(flag)) set(path, o[flag]);
+  return p;
+}
+
+/** The gateway's own data, as its settings describe it. */
+export async function loadAgentData(cfg: AgentConfig): Promise<Shard> {
+  const d = cfg.data;
+  if (d.dataset === 'csv') {
+    const ds = await loadCsvDataset(d.csv.file!, { label: d.csv.labelColumn, owner: d.csv.owner !== undefined ? d.csv.ownerColumn : undefined });
+    let rows = Uint32Array.from({ length: ds.n }, (_, i) => i);
+    if (d.csv.owner !== undefined) {
+      const owner = ds.ownerNames?.indexOf(d.csv.owner) ?? -1;
+      if (owner < 0) throw new Error(`data.csv.owner "${d.csv.owner}" does not occur in column ${d.csv.ownerColumn} of ${d.csv.file}`);
+      rows = rows.filter((i) => ds.owners![i] === owner);
+    }
+    if (d.maxSamples) rows = rows.subarray(0, d.maxSamples);
+    return select(ds, rows);
+  }
+  const { index, clients } = parseShard(d.shard);
+  return loadShard({ dataset: parseDatasetName(d.dataset), dataDir: d.dataDir, index, clients, partition: d.partition, seed: d.seed, maxSamples: d.maxSamples });
+}
+
+export function addAgentCommand(program: Command, brokerOptions: (cmd: Command, required: boolean) => Command): void {
+  const cmd = brokerOptions(program.command('agent').description('run one gateway agent: trains on its local data when the aggregator asks'), false)
+    .option('--config <file>', 'settings file (YAML or JSON; see `fedgate config schema --role agent`); flags override it')
+    .option('--node-id <id>', 'this gateway\'s id (one topic level: no + # / or leading $); default: generated once and kept in the state directory')
+    .option('--dataset <name>', 'mnist, femnist or csv')
+    .option('--data-dir <dir>', 'folder holding femnist/')
+    .option('--shard <i/n>', 'which part of the data set this gateway holds')
+    .option('--partition <spec>', 'how the data set is split over the n shards: iid, dirichlet:<alpha>')
+    .option('--seed <n>', 'seed of the partition', int(0))
+    .option('--max-samples <n>', 'keep at most this many rows of the shard', int(1))
+    .option('--threads <n>', 'ONNX Runtime threads', int(1))
+    .option('--max-cpu-load <x>', 'throttle training while other processes use more CPU than this (0..1; 1 turns the check off)', positive)
+    .addOption(new Option('--protocol-version <v>', 'MQTT protocol version').choices(['4', '5']).argParser((v) => Number(v)))
+    .option('--state-dir <dir>', 'state directory (node id, applied config, residual, outbox); default $STATE_DIRECTORY or ./fedgate-state')
+    .addOption(new Option('--tier <name>', 'simulation: slow this agent to a device tier').choices(Object.keys(TIERS)))
+    .option('--time-scale <x>', 'simulation: simulated seconds per real second for --tier', positive, 1)
+    .option('--no-profile', 'do not publish a hardware profile or run the host guard');
+  cmd.action(async (o: Opts) => {
+    const log = logger('cli');
+    const base = o.config ? await loadConfigFile(o.config, 'agent') : validateConfig(mergeConfig(defaultConfig('agent'), envOverrides('agent').partial), 'agent');
+    const cfg = validateConfig(mergeConfig(base, flagsToPartial(cmd, o)), 'agent');
+    setLogLevel(cfg.logging.level);
+    const state = await StateDir.open({ dir: resolveStateDir(cfg.stateDir) });
+    try {
+      const { id, source } = await state.nodeId(cfg.node.id);
+      const data = await loadAgentData(cfg);
+      const tls = cfg.broker.tls;
+      const agent = new Agent({
+        config: cfg, nodeId: id, data, state, profile: o.profile,
+        emulation: o.tier ? { tier: TIERS[o.tier], timeScale: o.timeScale } : undefined,
+        tls: { ca: tls.ca ? readFileSync(tls.ca) : undefined, cert: tls.cert ? readFileSync(tls.cert) : undefined, key: tls.key ? readFileSync(tls.key) : undefined },
+      });
+      let stopping = false;
+      const stop = (signal: string) => {
+        if (stopping) process.exit(130);
+        stopping = true;
+        log.info({ signal }, 'stopping');
+        agent.stop().then(() => process.exit(0), (err) => {
+          log.error({ err: (err as Error).message }, 'error while stopping');
+          process.exit(1);
+        });
+      };
+      process.on('SIGINT', () => stop('SIGINT'));
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      log.info({ node: id, idSource: source }, 'starting agent');
+      await agent.start();
+      agent.leftFleet.then(() => {
+        log.info('left the fleet on request');
+        process.exit(0);
+      });
+    } catch (err) {
+      await state.close();
+      throw err;
+    }
+  });
+}

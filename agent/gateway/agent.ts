@@ -1,0 +1,178 @@
+import { logger, setLogLevel, type Logger } from '../log';
+import type { AgentConfig } from '../config';
+import type { Shard } from '../data';
+import type { StateDir } from '../state';
+import { backend as compressBackend } from '../compress';
+import { MqttLink, Topics, validateNodeId, type NodeState } from '../transport';
+import { GatewayBus, type Feature, type FeatureContext } from './context';
+import { TrainingFeature } from './training';
+import { ManagementFeature } from './management';
+import { ProfileFeature } from './profile';
+import type { TierEmulation } from './emulation';
+
+export const VERSION = '0.1.0';
+
+export interface AgentOptions {
+  config: AgentConfig;
+  nodeId: string;
+  /** The gateway's own training data; it never leaves this process. */
+  data: Shard;
+  /** Node id, applied config, error-feedback residual, outbox. Without one nothing survives a restart. */
+  state?: StateDir;
+  /** Slow this agent to a device tier (real-time fleet simulation). */
+  emulation?: TierEmulation;
+  /** How long start() waits for the broker; 0 = for ever (a service). */
+  connectTimeoutMs?: number;
+  /** Run the profile feature (hardware profile and host guard). */
+  profile?: boolean;
+  tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
+  log?: Logger;
+}
+
+/**
+ * The gateway agent, a thin controller after Zigbee2MQTT: it owns the MQTT link (retained birth
+ * state with version and capabilities, last will), the effective configuration and the event bus,
+ * and starts the features — training, management (configuration over MQTT, request/response API),
+ * profile (profile publishing, host guard). A feature that fails to start is logged and skipped;
+ * the agent lives on.
+ */
+export class Agent {
+  readonly bus = new GatewayBus();
+  private link?: MqttLink;
+  private config: AgentConfig;
+  private readonly features: Feature[] = [];
+  private training?: TrainingFeature;
+  private profile?: ProfileFeature;
+  private heartbeat?: NodeJS.Timeout;
+  private readonly session = Date.now();
+  private readonly log: Logger;
+  private left?: () => void;
+  /** Resolves when the node has left the fleet on request. */
+  readonly leftFleet: Promise<void>;
+
+  constructor(private readonly opts: AgentOptions) {
+    validateNodeId(opts.nodeId);
+    if (opts.data.n <= 0) throw new Error(`node ${opts.nodeId} has no training data`);
+    this.config = opts.config;
+    this.log = opts.log ?? logger('agent', { node: opts.nodeId });
+    this.leftFleet = new Promise((resolve) => (this.left = resolve));
+  }
+
+  get nodeId(): string {
+    return this.opts.nodeId;
+  }
+
+  private birth(online: boolean): NodeState {
+    const c = this.config.compression;
+    return {
+      online, node: this.opts.nodeId, session: this.session, version: VERSION, samples: this.opts.data.n, backend: compressBackend,
+      ...(c.codec ? { codec: { codec: c.codec, ...(c.k !== undefined ? { k: c.k } : {}), ...(c.blockSize !== undefined ? { blockSize: c.blockSize } : {}), ...(c.stochastic !== undefined ? { stochastic: c.stochastic } : {}) } } : {}),
+      ts: Date.now(),
+    };
+  }
+
+  async start(): Promise<void> {
+    const cfg = this.config;
+    const topics = new Topics(cfg.fleet.prefix, cfg.fleet.name);
+    const nodeId = this.opts.nodeId;
+    this.link = await MqttLink.connect({
+      url: cfg.broker.url,
+      clientId: cfg.broker.clientId ?? nodeId,
+      username: cfg.broker.username,
+      password: cfg.broker.password,
+      protocolVersion: cfg.broker.protocolVersion,
+      maxPacketBytes: cfg.broker.maxPacketBytes,
+      tls: this.opts.tls,
+      stateTopic: topics.nodeState(nodeId),
+      birth: () => this.birth(true) as unknown as Record<string, unknown>,
+      will: this.birth(false) as unknown as Record<string, unknown>,
+      connectTimeoutMs: this.opts.connectTimeoutMs ?? 0,
+      log: this.log.child({ module: 'transport' }),
+    });
+    this.link.on('connect', () => this.bus.emit('connected'));
+    const ctx: FeatureContext = { nodeId, topics, link: this.link, bus: this.bus, log: this.log, state: this.opts.state, config: () => this.config };
+    this.training = new TrainingFeature({ ...ctx, log: this.log.child({ feature: 'training' }) }, { data: this.opts.data, emulation: this.opts.emulation });
+    this.features.push(this.training);
+    if (this.opts.profile !== false) {
+      this.profile = new ProfileFeature({ ...ctx, log: this.log.child({ feature: 'profile' }) });
+      this.features.push(this.profile);
+    }
+    this.features.push(new ManagementFeature({ ...ctx, log: this.log.child({ feature: 'management' }) }, this.opts.config, {
+      apply: (next, changed) => this.applyConfig(next, changed),
+      status: () => this.status(),
+      profile: () => (this.profile?.monitor.profile as unknown as Record<string, unknown>) ?? null,
+      leave: () => this.leave(),
+    }));
+    for (const f of this.features) {
+      try {
+        await f.start();
+      } catch (err) {
+        this.log.error({ feature: f.name, err: (err as Error).message }, 'feature failed to start; skipped');
+      }
+    }
+    const every = 5000;
+    this.heartbeat = setInterval(() => this.sendHeartbeat(), every);
+    this.bus.on('busyChanged', () => this.sendHeartbeat());
+    this.log.info({ samples: this.opts.data.n, compress: compressBackend, stateDir: this.opts.state?.dir }, 'agent started');
+  }
+
+  /** Busy = paused by the operator or by the host guard: the aggregator leaves a busy node out. */
+  get busy(): boolean {
+    return this.config.training.paused || (this.profile?.busy ?? false);
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      node: this.opts.nodeId, session: this.session, version: VERSION, connected: this.link?.connected ?? false,
+      samples: this.opts.data.n, backend: compressBackend, busy: this.busy, guard: this.profile?.guardState() ?? null,
+      training: this.training?.status(), uptimeSeconds: Math.round(process.uptime()),
+    };
+  }
+
+  private sendHeartbeat(): void {
+    if (!this.link?.connected) return;
+    const t = new Topics(this.config.fleet.prefix, this.config.fleet.name);
+    this.link.publishJson(t.nodeHeartbeat(this.opts.nodeId), { node: this.opts.nodeId, session: this.session, ts: Date.now(), busy: this.busy }, { qos: 0 })
+      .catch((err) => this.log.debug({ err: (err as Error).message }, 'heartbeat not sent'));
+  }
+
+  private applyConfig(next: AgentConfig, changed: string[]): void {
+    this.config = next;
+    if (changed.includes('logging.level')) setLogLevel(next.logging.level);
+    if (changed.some((p) => p.startsWith('compression'))) {
+      const t = new Topics(next.fleet.prefix, next.fleet.name);
+      this.link?.publishJson(t.nodeState(this.opts.nodeId), this.birth(true), { retain: true }).catch(() => undefined);
+    }
+    if (changed.includes('training.paused')) this.sendHeartbeat();
+    this.bus.emit('configChanged', next, changed);
+  }
+
+  /** Leaves the fleet on request: clears its retained state and profile, then stops. */
+  private async leave(): Promise<void> {
+    const t = new Topics(this.config.fleet.prefix, this.config.fleet.name);
+    await this.link?.publish(t.nodeProfile(this.opts.nodeId), '', { retain: true }).catch(() => undefined);
+    await this.stop({ clearState: true });
+    this.left?.();
+  }
+
+  /** Graceful stop: the running task is abandoned (its update, if written, stays in the outbox), offline is published, logs flushed. */
+  async stop(opts: { clearState?: boolean } = {}): Promise<void> {
+    clearInterval(this.heartbeat);
+    for (const f of [...this.features].reverse()) {
+      try {
+        await f.stop();
+      } catch (err) {
+        this.log.warn({ feature: f.name, err: (err as Error).message }, 'feature failed to stop cleanly');
+      }
+    }
+    if (opts.clearState && this.link?.connected) {
+      const t = new Topics(this.config.fleet.prefix, this.config.fleet.name);
+      // A zero-length retained message clears the topic: the node is gone, not just offline.
+      await this.link.publish(t.nodeState(this.opts.nodeId), '', { retain: true }).catch(() => undefined);
+      await this.link.close();
+    } else {
+      await this.link?.close(this.birth(false) as unknown as Record<string, unknown>);
+    }
+    await this.opts.state?.close();
+  }
+}

@@ -1,0 +1,229 @@
+import { validateSpec, paramCount, type ModelSpec } from '../model';
+import { Trainer, type TrainResult } from '../train';
+import { encodeAsync, ErrorFeedback, type CodecOptions } from '../compress';
+import { calibrateTraining } from '../profile';
+import type { Shard } from '../data';
+import type { OutboxEntry } from '../state';
+import { FrameKind, Reassembler, decodeFrame, parseTask, parseJson, type TaskMessage, type UpdateMeta } from '../transport';
+import type { Feature, FeatureContext } from './context';
+import { tierDutyCycle, transferSeconds, type TierEmulation } from './emulation';
+
+export interface TrainingOptions {
+  data: Shard;
+  threads?: number;
+  emulation?: TierEmulation;
+}
+
+export interface TrainingStatus {
+  tasksDone: number;
+  running?: { round: number; taskId: string; steps: number };
+  lastRound?: number;
+  pendingUpdates: number;
+  dutyCycle: number;
+  paused: boolean;
+}
+
+const sleep = (s: number) => new Promise((r) => setTimeout(r, Math.max(0, s * 1000)));
+
+/**
+ * The training feature: receives tasks (with the model to start from), trains in a worker thread,
+ * compresses the delta (error feedback for sparse codecs, persisted across restarts) and sends it.
+ * Every update is written to the outbox before it is sent and removed once the broker has it, so a
+ * broker outage or a restart loses nothing: pending updates are sent again once the aggregator says
+ * their round is still open.
+ */
+export class TrainingFeature implements Feature {
+  readonly name = 'training';
+  private trainer?: Trainer;
+  private trainerKey?: string;
+  private hostSamplesPerSecond = 0;
+  private readonly reassembler = new Reassembler();
+  private readonly seen = new Set<string>();
+  private readonly firstChunkAt = new Map<number, number>();
+  private queue: Promise<void> = Promise.resolve();
+  private feedback?: ErrorFeedback;
+  private running?: TrainingStatus['running'];
+  private lastRound?: number;
+  private tasksDone = 0;
+  private guardDuty = 1;
+  private inFlight = new Set<string>();
+  private roundState?: { round: number; open: boolean };
+  private stopped = false;
+
+  constructor(private readonly ctx: FeatureContext, private readonly opts: TrainingOptions) {}
+
+  async start(): Promise<void> {
+    const { link, topics, nodeId, bus } = this.ctx;
+    await link.subscribe(topics.nodeTask(nodeId), (_t, payload) => this.onTaskFrame(payload));
+    await link.subscribe(topics.aggregatorState, (_t, payload) => {
+      if (payload.length === 0) return;
+      const s = parseJson(payload, 'aggregator state') as { round?: unknown; open?: unknown; session?: unknown };
+      if (typeof s.round !== 'number' || typeof s.open !== 'boolean') return;
+      this.roundState = { round: s.round, open: s.open };
+      bus.emit('roundState', { round: s.round, open: s.open, session: typeof s.session === 'number' ? s.session : 0 });
+      if (s.open) this.flushOutbox().catch((err) => this.ctx.log.warn({ err: (err as Error).message }, 'outbox flush failed'));
+    });
+    bus.on('guardDutyCycle', (d) => {
+      this.guardDuty = d;
+      this.applyDutyCycle();
+    });
+    bus.on('configChanged', (_cfg, paths) => {
+      if (paths.some((p) => p.startsWith('training.paused'))) this.applyDutyCycle();
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    // Closing the trainer ends a running task early; its partial update stays in the outbox if unsent.
+    await this.trainer?.close();
+    await this.queue.catch(() => undefined);
+  }
+
+  get paused(): boolean {
+    return this.ctx.config().training.paused;
+  }
+
+  status(): TrainingStatus {
+    return { tasksDone: this.tasksDone, running: this.running, lastRound: this.lastRound, pendingUpdates: this.inFlight.size, dutyCycle: this.dutyCycle(), paused: this.paused };
+  }
+
+  private dutyCycle(): number {
+    if (this.paused) return 0;
+    return this.guardDuty;
+  }
+
+  private applyDutyCycle(): void {
+    if (!this.trainer) return;
+    let d = this.dutyCycle();
+    if (this.opts.emulation && this.trainerKey) d = Math.min(d, tierDutyCycle(this.opts.emulation, paramCount(JSON.parse(this.trainerKey) as ModelSpec), this.hostSamplesPerSecond));
+    this.trainer.setDutyCycle(d);
+  }
+
+  private onTaskFrame(payload: Buffer): void {
+    const head = decodeFrame(payload);
+    if (!this.firstChunkAt.has(head.transferId)) this.firstChunkAt.set(head.transferId, Date.now());
+    const whole = this.reassembler.push('aggregator', payload);
+    if (!whole) return;
+    const started = this.firstChunkAt.get(head.transferId)!;
+    this.firstChunkAt.delete(head.transferId);
+    if (head.count > 1) this.ctx.bus.emit('transfer', 'down', whole.wireBytes - payload.length, (Date.now() - started) / 1000);
+    if (whole.kind !== FrameKind.Task) throw new Error(`unexpected frame kind ${whole.kind} on the task topic`);
+    const task = parseTask(whole.meta);
+    if (whole.payload.byteLength !== task.paramCount * 4) throw new Error(`task ${task.taskId} carries ${whole.payload.byteLength} model bytes, expected ${task.paramCount * 4}`);
+    if (this.seen.has(task.taskId)) return; // redelivered: run once
+    this.seen.add(task.taskId);
+    const params = new Float32Array(task.paramCount);
+    new Uint8Array(params.buffer).set(whole.payload);
+    const received = Date.now();
+    this.queue = this.queue
+      .then(() => (this.stopped ? undefined : this.runTask(task, params, received, whole.wireBytes)))
+      .catch((err) => this.ctx.log.error({ round: task.round, err: (err as Error).message }, 'task failed'));
+  }
+
+  private async runTask(task: TaskMessage, params: Float32Array, receivedAt: number, taskBytes: number): Promise<void> {
+    const spec = validateSpec(task.spec);
+    const trainer = await this.trainerFor(spec);
+    const emu = this.opts.emulation;
+    if (emu) await sleep(transferSeconds(emu, taskBytes, 'down'));
+    this.running = { round: task.round, taskId: task.taskId, steps: task.steps };
+    // The deadline runs from receipt; keep a tenth of it (and the emulated upload) for encoding and upload.
+    const uploadReserve = emu ? transferSeconds(emu, params.length * 1.1, 'up') : 0;
+    const left = task.deadlineSeconds * 0.9 - uploadReserve - (Date.now() - receivedAt) / 1000;
+    let result: TrainResult;
+    try {
+      result = await trainer.train({ params, steps: task.steps, batchSize: task.batchSize, lr: task.lr, seed: task.seed, deadlineSeconds: Math.max(0.001, left) });
+    } finally {
+      this.running = undefined;
+    }
+    if (result.steps > 0 && result.busySeconds > 0) this.ctx.bus.emit('trained', spec.name, result.samples, result.busySeconds);
+    const pinned = this.pinnedCodec();
+    const codec: CodecOptions = { ...(pinned ?? task.codec), seed: task.seed };
+    let delta = new Float32Array(params.length);
+    for (let i = 0; i < delta.length; i++) delta[i] = result.params[i] - params[i];
+    const sparse = codec.codec === 'topk' || codec.codec === 'topk-int8';
+    if (sparse) {
+      await this.loadFeedback(delta.length);
+      delta = this.feedback!.compensate(delta);
+    }
+    const encoded = await encodeAsync(delta, codec);
+    if (sparse) {
+      this.feedback!.commit(delta, encoded);
+      if (this.ctx.state) await this.feedback!.save(this.ctx.state.residualFile);
+    }
+    const meta: UpdateMeta = {
+      round: task.round, taskId: task.taskId, node: this.ctx.nodeId, samples: this.opts.data.n, steps: result.steps,
+      loss: result.loss, trainSeconds: result.busySeconds > 0 ? result.busySeconds : result.seconds, paramCount: params.length,
+      codec: codec.codec, stoppedEarly: result.stoppedEarly,
+    };
+    const entry = await this.ctx.state?.outbox.put(task.round, task.taskId, meta as unknown as Record<string, unknown>, encoded);
+    if (emu) await sleep(transferSeconds(emu, encoded.length, 'up'));
+    await this.send(meta, encoded, entry);
+    this.tasksDone++;
+    this.lastRound = task.round;
+    this.ctx.log.info({ round: task.round, steps: result.steps, loss: result.loss, seconds: result.seconds, stoppedEarly: result.stoppedEarly }, 'update sent');
+  }
+
+  private async send(meta: UpdateMeta, payload: Uint8Array, entry?: OutboxEntry): Promise<void> {
+    const key = entry?.id ?? meta.taskId;
+    this.inFlight.add(key);
+    try {
+      const t0 = Date.now();
+      const bytes = await this.ctx.link.publishFrames(this.ctx.topics.nodeUpdate(this.ctx.nodeId), FrameKind.Update, meta as unknown as Record<string, unknown>, payload);
+      this.ctx.bus.emit('transfer', 'up', bytes, (Date.now() - t0) / 1000);
+      if (entry) await this.ctx.state!.outbox.remove(entry.id);
+    } finally {
+      this.inFlight.delete(key);
+    }
+  }
+
+  /** Sends updates left over from a broker outage or a restart, if their round is still open; drops the rest. */
+  private async flushOutbox(): Promise<void> {
+    const outbox = this.ctx.state?.outbox;
+    if (!outbox || !this.roundState) return;
+    for (const entry of await outbox.list()) {
+      if (this.inFlight.has(entry.id)) continue; // mqtt.js still holds it and will deliver it
+      if (entry.round === this.roundState.round && this.roundState.open) {
+        this.ctx.log.info({ round: entry.round }, 'sending a pending update from the outbox');
+        await this.send(entry.meta as unknown as UpdateMeta, entry.payload, entry);
+      } else if (entry.round < this.roundState.round || !this.roundState.open) {
+        this.ctx.log.info({ round: entry.round, current: this.roundState.round }, 'pending update is for a closed round; dropped');
+        await outbox.remove(entry.id);
+      }
+    }
+  }
+
+  private pinnedCodec(): CodecOptions | undefined {
+    const c = this.ctx.config().compression;
+    if (!c.codec) return undefined;
+    return { codec: c.codec, k: c.k, blockSize: c.blockSize, stochastic: c.stochastic };
+  }
+
+  private async loadFeedback(length: number): Promise<void> {
+    if (this.feedback?.residual.length === length) return;
+    const file = this.ctx.state?.residualFile;
+    if (file) {
+      try {
+        this.feedback = await ErrorFeedback.load(file, length);
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.ctx.log.warn({ err: (err as Error).message }, 'error-feedback residual not usable; starting from zero');
+      }
+    }
+    this.feedback = new ErrorFeedback(length);
+  }
+
+  private async trainerFor(spec: ModelSpec): Promise<Trainer> {
+    const key = JSON.stringify(spec);
+    if (this.trainer && this.trainerKey === key) return this.trainer;
+    await this.trainer?.close();
+    const trainer = await Trainer.create(spec, { threads: this.ctx.config().training.threads });
+    await trainer.setData(this.opts.data.x, this.opts.data.labels);
+    const cal = await calibrateTraining(trainer, { seconds: 0.3 });
+    this.hostSamplesPerSecond = cal.samplesPerSecond;
+    this.ctx.bus.emit('calibrated', spec.name, cal.samplesPerSecond);
+    this.trainer = trainer;
+    this.trainerKey = key;
+    this.applyDutyCycle();
+    return trainer;
+  }
+}
