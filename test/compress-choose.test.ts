@@ -41,8 +41,8 @@ describe('chooseCodec', () => {
     expect(pick(10 * MBIT, 2)).toEqual(['none', undefined, WIRE.none]); // 0.33 s
     expect(pick(MBIT, 3.3)).toEqual(['none', undefined, WIRE.none]); // 3.266 s fits exactly-ish
     expect(pick(MBIT, 0.83)).toEqual(['int8', undefined, WIRE.int8]); // 0.829 s
-    expect(pick(MBIT, 0.8)).toEqual(['int4', undefined, WIRE.int4]); // int8 0.829 s > 0.8
-    expect(pick(MBIT, 0.42)).toEqual(['topk-int8', 0.1, WIRE.topkInt8_10]); // int4 0.422 s > 0.42, topk 10% 0.411 s
+    expect(pick(MBIT, 0.8)).toEqual(['topk-int8', 0.1, WIRE.topkInt8_10]); // int8 0.829 s > 0.8; topk 10% 0.411 s
+    expect(pick(MBIT, 0.42)).toEqual(['topk-int8', 0.1, WIRE.topkInt8_10]);
     expect(pick(MBIT, 0.4)).toEqual(['topk-int8', 0.01, WIRE.topkInt8_1]);
     expect(pick(50e3 / 8, 2)).toEqual(['topk-int8', 0.01, WIRE.topkInt8_1]); // LoRa backhaul 50 kbit/s: 0.87 s
     expect(pick(1000, 2)).toEqual(['topk-int8', 0.001, WIRE.topkInt8_01]); // 8 kbit/s: 0.822 s
@@ -103,6 +103,11 @@ describe('chooseCodec', () => {
     const d = chooseCodec({ paramCount: N, upBytesPerSecond: 12_500, uploadBudgetSeconds: 2, allowed: ['none', 'topk'] });
     expect(d.codec).toEqual({ codec: 'topk', k: 0.01 });
     expect(d.expectedBytes).toBe(WIRE.topk_1);
+    // Without top-k, stochastic int4 stands in for top-k 10% + int8.
+    const int4 = chooseCodec({ paramCount: N, upBytesPerSecond: MBIT, uploadBudgetSeconds: 0.8, allowed: ['none', 'int8', 'int4'] });
+    expect(int4.codec).toEqual({ codec: 'int4', blockSize: 256, stochastic: true });
+    expect(int4.expectedBytes).toBe(WIRE.int4);
+    expect(chooseCodec({ paramCount: N, upBytesPerSecond: 100, uploadBudgetSeconds: 2, allowed: ['none', 'int8', 'int4'] }).codec.codec).toBe('int4');
     // Unknown link without int8: the weakest allowed codec at least as strong as int8.
     expect(chooseCodec({ paramCount: N, upBytesPerSecond: null, uploadBudgetSeconds: 2, allowed: ['int4', 'topk'] }).codec.codec).toBe('int4');
     // Only none allowed: none, even on a slow link (nothing stronger to fall back to).
