@@ -304,6 +304,11 @@ async function main(): Promise<void> {
     return { link, upBytesPerSecond: speed, codec: codecLabel(d.codec), expectedBytes: d.expectedBytes, expectedSeconds: d.expectedSeconds };
   });
 
+  // Why top-k lands near 50-80x here, not DGC's 270-600x: the index cost bounds the ratio.
+  const ceil = (bytesPerKept: number, k: number) => 4 / (k * bytesPerKept);
+  console.log(`\ntop-k ceiling: a float32 costs 4 B; a kept value costs a 4 B absolute index + 4 B (topk) or 1 B + a 4 B scale per 256 (topk-int8), ` +
+    `so k=1% is bounded by ${ceil(8, 0.01).toFixed(0)}x (topk) and ${ceil(5 + 4 / 256, 0.01).toFixed(1)}x (topk-int8) before headers; ` +
+    `DGC's 270-600x needs k=0.1% on large networks trained for many iterations, which on these 0.1M-parameter models after ${ROUNDS} rounds costs points (see topk0.1%+int8+EF with CA_ARMS).`);
   out.datasets = datasets;
   out.chooser = choices;
   out.seconds = (Date.now() - t0) / 1000;
