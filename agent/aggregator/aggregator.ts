@@ -272,14 +272,16 @@ export class Aggregator extends EventEmitter {
     clearTimeout(timer);
     this.current = undefined;
     this.publishState();
-    for (const t of plan.tasks) if (!open.results.has(t.node)) open.fail(t.node, open.failures.get(t.node) ?? 'no update before the deadline');
+    for (const t of plan.tasks) if (!open.results.has(t.node)) open.fail(t.node, open.failures.get(t.node) ?? (open.results.size >= (plan.closeAfter ?? plan.tasks.length) ? 'round closed at K results before its update' : 'no update before the deadline'));
+    const closedAt = Date.now();
+    const failures = [...open.failures].map(([node, reason]) => ({ node, reason, elapsedSeconds: (closedAt - (open.sentAt.get(node) ?? closedAt)) / 1000 }));
 
     const results = [...open.results.values()];
     const stale = this.lateUpdates.filter((u) => u.round < round);
     this.lateUpdates = [];
     let aggregated = false;
     try {
-      const next = this.opts.strategy.aggregate(round, this.params, [...results.map((r) => r.update), ...stale], [...open.failures].map(([node, reason]) => ({ node, reason })));
+      const next = this.opts.strategy.aggregate(round, this.params, [...results.map((r) => r.update), ...stale], failures);
       if (next) {
         this.params = next;
         aggregated = true;
@@ -306,7 +308,7 @@ export class Aggregator extends EventEmitter {
         const r = open.results.get(t.node);
         return { node: t.node, steps: t.steps, score: t.score, reason: t.reason, expectedSeconds: t.expectedSeconds, actualSeconds: r?.seconds, stepsDone: r?.update.steps, late: !r };
       }),
-      failures: [...open.failures].map(([node, reason]) => ({ node, reason })),
+      failures,
     };
   }
 

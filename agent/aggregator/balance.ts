@@ -170,9 +170,10 @@ export function selectNodes(eligible: readonly NodeInfo[], est: ReadonlyMap<stri
     .filter((n) => round - (history.get(n.id)?.lastSelected ?? 0) > o.maxIdleRounds)
     .sort((a, b) => (history.get(a.id)?.lastSelected ?? 0) - (history.get(b.id)?.lastSelected ?? 0) || (a.id < b.id ? -1 : 1));
   for (const n of idle) if (chosen.length < count) take(n, 0, 'fairness');
-  // Exploration: untried nodes, fastest expected first, ties broken at random.
+  // Exploration: nodes never asked yet, fastest expected first, ties broken at random. (A node that
+  // was asked and came back late is not "untried": it has told us it is slow.)
   const explore = Math.min(count - chosen.length, Math.round(count * o.exploration));
-  const untried = eligible.filter((n) => !taken.has(n.id) && !history.get(n.id)?.lastResult);
+  const untried = eligible.filter((n) => !taken.has(n.id) && !history.get(n.id)?.timesSelected);
   const keyed = untried.map((n) => ({ n, t: est.get(n.id)!.fullSeconds, r: rng.next() }));
   keyed.sort((a, b) => a.t - b.t || a.r - b.r);
   for (const { n } of keyed.slice(0, explore)) take(n, 0, 'exploration');
@@ -233,14 +234,20 @@ export function planBalancedRound(round: number, fleet: readonly NodeInfo[], his
 }
 
 /** Folds one round's observation of a node into its history (EWMA, alpha 0.5: recent rounds dominate, one outlier does not). */
-export function observe(h: NodeHistory | undefined, obs: { round: number; selected: boolean; result?: { steps: number; batchSize: number; trainSeconds: number; elapsedSeconds: number; loss: number }; late?: boolean }): NodeHistory {
+export function observe(h: NodeHistory | undefined, obs: { round: number; selected: boolean; result?: { steps: number; batchSize: number; trainSeconds: number; elapsedSeconds: number; loss: number }; late?: { steps: number; batchSize: number; deadlineSeconds: number } }): NodeHistory {
   const next: NodeHistory = h ? { ...h } : { timesSelected: 0, lastSelected: 0, lastResult: 0, late: 0 };
   const ewma = (prev: number | undefined, x: number) => (prev === undefined ? x : 0.5 * prev + 0.5 * x);
   if (obs.selected) {
     next.timesSelected++;
     next.lastSelected = obs.round;
   }
-  if (obs.late) next.late++;
+  if (obs.late) {
+    next.late++;
+    // It did not finish `steps` within the deadline, so it trains slower than steps·batch/deadline:
+    // cap the estimate there (with margin), or the planner keeps giving it work it cannot finish.
+    const bound = (obs.late.steps * obs.late.batchSize) / obs.late.deadlineSeconds;
+    if (bound > 0 && Number.isFinite(bound)) next.samplesPerSecond = Math.min(next.samplesPerSecond ?? Infinity, 0.7 * bound);
+  }
   const r = obs.result;
   if (r) {
     next.lastResult = obs.round;

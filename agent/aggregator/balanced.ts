@@ -32,7 +32,7 @@ export class BalancedStrategy implements Strategy {
   readonly name = 'balanced';
   readonly history = new Map<string, NodeHistory>();
   private readonly opts: BalanceOptions;
-  private lastPlan?: { round: number; skipped: { node: string; reason: string }[]; targetSeconds: number };
+  private lastPlan?: { round: number; skipped: { node: string; reason: string }[]; targetSeconds: number; deadlineSeconds: number; steps: Map<string, number> };
 
   constructor(private readonly cfg: BalancedStrategyOptions) {
     this.opts = {
@@ -50,7 +50,8 @@ export class BalancedStrategy implements Strategy {
 
   plan(round: number, fleet: readonly NodeInfo[]): RoundPlan {
     const p = planBalancedRound(round, fleet, this.history, this.opts);
-    this.lastPlan = { round, skipped: p.skipped, targetSeconds: p.targetSeconds };
+    const deadlineSeconds = Math.min(this.cfg.maxDeadlineSeconds ?? Infinity, Math.max(p.deadlineSeconds, 1));
+    this.lastPlan = { round, skipped: p.skipped, targetSeconds: p.targetSeconds, deadlineSeconds, steps: new Map(p.tasks.map((t) => [t.node, t.steps])) };
     const byId = new Map(fleet.map((n) => [n.id, n]));
     const tasks: PlannedTask[] = p.tasks.map((t) => ({
       node: t.node,
@@ -63,7 +64,6 @@ export class BalancedStrategy implements Strategy {
       reason: t.reason,
     }));
     for (const t of tasks) this.history.set(t.node, observe(this.history.get(t.node), { round, selected: true }));
-    const deadlineSeconds = Math.min(this.cfg.maxDeadlineSeconds ?? Infinity, Math.max(p.deadlineSeconds, 1));
     return { tasks, deadlineSeconds, closeAfter: p.closeAfter };
   }
 
@@ -84,7 +84,14 @@ export class BalancedStrategy implements Strategy {
         result: { steps: u.steps, batchSize: u.batchSize ?? this.cfg.batchSize, trainSeconds: u.trainSeconds ?? 0, elapsedSeconds: u.elapsedSeconds ?? NaN, loss: u.loss },
       }));
     }
-    for (const f of failures) this.history.set(f.node, observe(this.history.get(f.node), { round, selected: false, late: true }));
+    const plan = this.lastPlan?.round === round ? this.lastPlan : undefined;
+    for (const f of failures) {
+      const steps = plan?.steps.get(f.node) ?? 0;
+      // Offline is not slowness: only an update that did not arrive in time bounds the node's speed.
+      const offline = /offline/.test(f.reason);
+      const seconds = f.elapsedSeconds ?? plan?.deadlineSeconds ?? Infinity;
+      this.history.set(f.node, observe(this.history.get(f.node), { round, selected: false, late: offline ? undefined : { steps, batchSize: this.cfg.batchSize, deadlineSeconds: seconds } }));
+    }
     return fedNova(global, results, weights);
   }
 }

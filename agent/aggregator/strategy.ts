@@ -28,6 +28,8 @@ export interface RoundPlan {
 export interface RoundFailure {
   node: string;
   reason: string;
+  /** Seconds the node had, from its task being sent to the round closing without its update. */
+  elapsedSeconds?: number;
 }
 
 /**

@@ -6,7 +6,7 @@ import { backend as compressBackend } from '../compress';
 import { MqttLink, Topics, validateNodeId, type NodeState } from '../transport';
 import { GatewayBus, type Feature, type FeatureContext } from './context';
 import { TrainingFeature } from './training';
-import { ManagementFeature } from './management';
+import { ManagementFeature, restoredConfig } from './management';
 import { ProfileFeature } from './profile';
 import type { TierEmulation } from './emulation';
 
@@ -72,6 +72,10 @@ export class Agent {
   }
 
   async start(): Promise<void> {
+    const restored = await restoredConfig(this.opts.config, this.opts.state);
+    if (restored.issues) this.log.error({ issues: restored.issues }, 'stored configuration layers are invalid now; starting without them');
+    this.config = restored.config;
+    if (this.config.logging.level !== this.opts.config.logging.level) setLogLevel(this.config.logging.level);
     const cfg = this.config;
     const topics = new Topics(cfg.fleet.prefix, cfg.fleet.name);
     const nodeId = this.opts.nodeId;
@@ -85,7 +89,8 @@ export class Agent {
       tls: this.opts.tls,
       stateTopic: topics.nodeState(nodeId),
       birth: () => this.birth(true) as unknown as Record<string, unknown>,
-      will: this.birth(false) as unknown as Record<string, unknown>,
+      // The broker publishes the will when the connection is lost; a clean stop says "shutdown" instead.
+      will: { ...this.birth(false), reason: 'connection lost' },
       connectTimeoutMs: this.opts.connectTimeoutMs ?? 0,
       log: this.log.child({ module: 'transport' }),
     });
@@ -171,7 +176,7 @@ export class Agent {
       await this.link.publish(t.nodeState(this.opts.nodeId), '', { retain: true }).catch(() => undefined);
       await this.link.close();
     } else {
-      await this.link?.close(this.birth(false) as unknown as Record<string, unknown>);
+      await this.link?.close({ ...this.birth(false), reason: 'shutdown' });
     }
     await this.opts.state?.close();
   }

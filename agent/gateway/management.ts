@@ -1,6 +1,7 @@
 import type { IPublishPacket } from 'mqtt';
 import { checkConfig, diffPaths, mergeConfig, redactConfig, restartRequired, formatIssue, type AgentConfig } from '../config';
 import { MessageError, parseJson } from '../transport';
+import type { StateDir } from '../state';
 import type { Feature, FeatureContext } from './context';
 
 /** A configuration layer from MQTT: `{version, config}`, versions only go up. */
@@ -44,6 +45,26 @@ export function parseLayer(raw: unknown, what: string): ConfigLayer {
   return { version: o.version, config: o.config as Record<string, unknown> };
 }
 
+/** The settings that result from `layers` over the process's own (`base`), validated. */
+export function layeredConfig(base: AgentConfig, layers: StoredLayers): { config?: AgentConfig; issues: string[] } {
+  let merged: unknown = base;
+  for (const layer of [layers.fleet?.config, layers.node?.config, layers.local]) if (layer) merged = mergeConfig(merged as object, layer);
+  const { config, issues } = checkConfig(merged, 'agent');
+  return { config, issues: issues.map(formatIssue) };
+}
+
+/**
+ * The effective settings at start-up: the process's own with the layers applied over MQTT before
+ * the last restart. Called before connecting, so settings that need a restart (broker, fleet,
+ * threads, data) really take effect on the restart that the set_config response asked for.
+ */
+export async function restoredConfig(base: AgentConfig, state?: StateDir): Promise<{ config: AgentConfig; issues?: string[] }> {
+  const stored = await state?.appliedConfig();
+  if (!stored) return { config: base };
+  const result = layeredConfig(base, (stored.config as StoredLayers) ?? {});
+  return result.config ? { config: result.config } : { config: base, issues: result.issues };
+}
+
 /**
  * Configuration over MQTT and the management API (after Zigbee2MQTT's bridge requests).
  *
@@ -60,6 +81,8 @@ export function parseLayer(raw: unknown, what: string): ConfigLayer {
 export class ManagementFeature implements Feature {
   readonly name = 'management';
   private layers: StoredLayers = {};
+  /** Layer changes run one at a time: concurrent ones (a fleet and a node retained config arrive together) would interleave their state writes. */
+  private serial: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly ctx: FeatureContext, private readonly base: AgentConfig, private readonly hooks: ManagementHooks) {}
 
@@ -68,7 +91,11 @@ export class ManagementFeature implements Feature {
     if (stored) {
       this.layers = (stored.config as StoredLayers) ?? {};
       const result = this.effective(this.layers);
-      if (result.config) this.hooks.apply(result.config, diffPaths(this.base, result.config));
+      if (result.config) {
+        // Usually already in force (the agent started from restoredConfig); applies what is not.
+        const changed = diffPaths(this.ctx.config(), result.config);
+        if (changed.length) this.hooks.apply(result.config, changed);
+      }
       else this.ctx.log.error({ issues: result.issues }, 'stored configuration layers are invalid now; ignoring them');
     }
     const { link, topics, nodeId } = this.ctx;
@@ -87,14 +114,21 @@ export class ManagementFeature implements Feature {
 
   /** The settings that result from `layers` over the process's own, validated. */
   private effective(layers: StoredLayers): { config?: AgentConfig; issues: string[] } {
-    let merged: unknown = this.base;
-    for (const layer of [layers.fleet?.config, layers.node?.config, layers.local]) if (layer) merged = mergeConfig(merged as object, layer);
-    const { config, issues } = checkConfig(merged, 'agent');
-    return { config, issues: issues.map(formatIssue) };
+    return layeredConfig(this.base, layers);
   }
 
-  /** Tries `next` layers: applies and persists them if valid; returns what changed and what needs a restart. */
-  private async tryLayers(next: StoredLayers): Promise<{ changed: string[]; restart: string[] }> {
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.serial.then(fn, fn);
+    this.serial = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Tries the layers `next(current)`: applies and persists them if valid; returns what changed and what needs a restart. */
+  private tryLayers(next: (current: StoredLayers) => StoredLayers): Promise<{ changed: string[]; restart: string[] }> {
+    return this.exclusive(() => this.tryLayersNow(next(this.layers)));
+  }
+
+  private async tryLayersNow(next: StoredLayers): Promise<{ changed: string[]; restart: string[] }> {
     const result = this.effective(next);
     if (!result.config) throw new Error(`invalid configuration, nothing changed: ${result.issues.join('; ')}`);
     const changed = diffPaths(this.ctx.config(), result.config);
@@ -105,7 +139,11 @@ export class ManagementFeature implements Feature {
     return { changed, restart: restartRequired(changed, 'agent') };
   }
 
-  private async onLayer(kind: 'fleet' | 'node', payload: Buffer): Promise<void> {
+  private onLayer(kind: 'fleet' | 'node', payload: Buffer): Promise<void> {
+    return this.exclusive(() => this.onLayerNow(kind, payload));
+  }
+
+  private async onLayerNow(kind: 'fleet' | 'node', payload: Buffer): Promise<void> {
     if (payload.length === 0) return; // a cleared retained topic
     let layer: ConfigLayer;
     try {
@@ -120,7 +158,7 @@ export class ManagementFeature implements Feature {
       return;
     }
     try {
-      const { changed, restart } = await this.tryLayers({ ...this.layers, [kind]: layer });
+      const { changed, restart } = await this.tryLayersNow({ ...this.layers, [kind]: layer });
       this.ctx.log.info({ kind, version: layer.version, changed, restartRequired: restart }, 'config applied');
     } catch (err) {
       this.ctx.log.error({ kind, version: layer.version, err: (err as Error).message }, 'config refused; previous settings stay in force');
@@ -140,6 +178,7 @@ export class ManagementFeature implements Feature {
       response = { status: 'error', error: (err as Error).message, transaction };
     }
     if (response.transaction === undefined) delete response.transaction;
+    this.ctx.log.debug({ action, transaction, status: response.status, error: response.error }, 'request answered');
     const body = JSON.stringify(response);
     const { link, topics, nodeId } = this.ctx;
     const safeAction = (ACTIONS as readonly string[]).includes(action) ? action : 'unknown';
@@ -158,8 +197,7 @@ export class ManagementFeature implements Feature {
         return { config: redactConfig(this.ctx.config()), versions: { fleet: this.layers.fleet?.version ?? 0, node: this.layers.node?.version ?? 0 } };
       case 'set_config': {
         if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new Error('set_config needs data: an object of settings to change, e.g. {"training": {"threads": 2}}');
-        const local = mergeConfig(this.layers.local ?? {}, data);
-        const { changed, restart } = await this.tryLayers({ ...this.layers, local });
+        const { changed, restart } = await this.tryLayers((layers) => ({ ...layers, local: mergeConfig(layers.local ?? {}, data) }));
         return { changed, restartRequired: restart, config: redactConfig(this.ctx.config()) };
       }
       case 'status':
@@ -168,7 +206,7 @@ export class ManagementFeature implements Feature {
         return this.hooks.profile();
       case 'pause':
       case 'resume': {
-        const { changed } = await this.tryLayers({ ...this.layers, local: mergeConfig(this.layers.local ?? {}, { training: { paused: action === 'pause' } }) });
+        const { changed } = await this.tryLayers((layers) => ({ ...layers, local: mergeConfig(layers.local ?? {}, { training: { paused: action === 'pause' } }) }));
         return { paused: action === 'pause', changed };
       }
       case 'leave':

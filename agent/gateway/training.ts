@@ -112,6 +112,7 @@ export class TrainingFeature implements Feature {
     if (whole.payload.byteLength !== task.paramCount * 4) throw new Error(`task ${task.taskId} carries ${whole.payload.byteLength} model bytes, expected ${task.paramCount * 4}`);
     if (this.seen.has(task.taskId)) return; // redelivered: run once
     this.seen.add(task.taskId);
+    this.ctx.log.info({ round: task.round, taskId: task.taskId, steps: task.steps, deadlineSeconds: task.deadlineSeconds }, 'task received');
     const params = new Float32Array(task.paramCount);
     new Uint8Array(params.buffer).set(whole.payload);
     const received = Date.now();
@@ -130,6 +131,7 @@ export class TrainingFeature implements Feature {
     const uploadReserve = emu ? transferSeconds(emu, params.length * 1.1, 'up') : 0;
     const left = task.deadlineSeconds * 0.9 - uploadReserve - (Date.now() - receivedAt) / 1000;
     let result: TrainResult;
+    this.ctx.log.info({ round: task.round, steps: task.steps }, 'training started');
     try {
       result = await trainer.train({ params, steps: task.steps, batchSize: task.batchSize, lr: task.lr, seed: task.seed, deadlineSeconds: Math.max(0.001, left) });
     } finally {
@@ -220,7 +222,9 @@ export class TrainingFeature implements Feature {
     await trainer.setData(this.opts.data.x, this.opts.data.labels);
     const cal = await calibrateTraining(trainer, { seconds: 0.3 });
     this.hostSamplesPerSecond = cal.samplesPerSecond;
-    this.ctx.bus.emit('calibrated', spec.name, cal.samplesPerSecond);
+    // Under tier emulation the gateway reports the speed it will really train at.
+    const emulated = this.opts.emulation ? tierDutyCycle(this.opts.emulation, paramCount(spec), cal.samplesPerSecond) : 1;
+    this.ctx.bus.emit('calibrated', spec.name, cal.samplesPerSecond * emulated);
     this.trainer = trainer;
     this.trainerKey = key;
     this.applyDutyCycle();

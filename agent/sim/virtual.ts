@@ -151,8 +151,8 @@ export async function runVirtual(o: VirtualOptions): Promise<{ rounds: VirtualRo
       pendingLate = pendingLate.filter((p) => p.arrival > now + close && round - p.round < 3);
       if (o.foldLate) for (const x of late) pendingLate.push({ node: x.t.node, round, arrival: now + x.total, update: updates.get(x.t.node)! });
       const failures: RoundFailure[] = [
-        ...outcomes.filter((x) => x.failedAt !== undefined).map((x) => ({ node: x.t.node, reason: 'went offline during the task' })),
-        ...late.map((x) => ({ node: x.t.node, reason: 'late' })),
+        ...outcomes.filter((x) => x.failedAt !== undefined).map((x) => ({ node: x.t.node, reason: 'went offline during the task', elapsedSeconds: x.failedAt })),
+        ...late.map((x) => ({ node: x.t.node, reason: 'late', elapsedSeconds: close })),
       ];
       const nextParams = o.strategy.aggregate(round, params, [...fresh, ...stale.map((p) => p.update)], failures);
       if (nextParams) params = nextParams;

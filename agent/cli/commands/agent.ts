@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
-import { Agent } from '../../gateway';
+import { Agent, restoredConfig } from '../../gateway';
 import { loadConfigFile, defaultConfig, envOverrides, mergeConfig, validateConfig, type AgentConfig } from '../../config';
 import { StateDir, resolveStateDir } from '../../state';
 import { loadCsvDataset, select, type Shard } from '../../data';
@@ -74,7 +74,8 @@ export function addAgentCommand(program: Command, brokerOptions: (cmd: Command, 
     const state = await StateDir.open({ dir: resolveStateDir(cfg.stateDir) });
     try {
       const { id, source } = await state.nodeId(cfg.node.id);
-      const data = await loadAgentData(cfg);
+      // The data settings as the agent will run with them: with any applied over MQTT before the last restart.
+      const data = await loadAgentData((await restoredConfig(cfg, state)).config);
       const tls = cfg.broker.tls;
       const agent = new Agent({
         config: cfg, nodeId: id, data, state, profile: o.profile,
