@@ -155,6 +155,7 @@ export class ManagementFeature implements Feature {
     const current = this.layers[kind];
     if (current && layer.version <= current.version) {
       if (layer.version < current.version) this.ctx.log.info({ kind, version: layer.version, applied: current.version }, 'older config ignored');
+      else this.ctx.log.debug({ kind, version: layer.version }, 'config version already applied');
       return;
     }
     try {

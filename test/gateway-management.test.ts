@@ -1,0 +1,240 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { mosquittoMissing } from './helpers/brokers';
+import { MAIN, run, startAgent, startLoggedMosquitto, subscribeWith, type AgentProcess, type LoggedBroker } from './helpers/gateway';
+
+/**
+ * The management API of a real agent process against mosquitto, driven with exactly the commands
+ * the README shows (mosquitto_pub, mosquitto_sub, mosquitto_rr), asserting on the exact JSON.
+ */
+const missing = mosquittoMissing() ?? (existsSync(MAIN) ? undefined : 'dist/ is not built (npx tsc -p tsconfig.json)');
+const suite = missing ? describe.skip : describe;
+if (missing) it.skip(`gateway management: ${missing}`, () => undefined);
+
+const NODE = 'gw-t1';
+const BASE = `fedgate/default/node/${NODE}`;
+const PASSWORD = 's3cret-pw';
+
+suite('gateway management over MQTT (mosquitto CLI against a real agent process)', { timeout: 30_000 }, () => {
+  let broker: LoggedBroker;
+  let agent: AgentProcess;
+  let stateDir: string;
+  let H: string[];
+
+  const agentArgs = () => ['--broker', broker.url, '--username', NODE, '--node-id', NODE, '--state-dir', stateDir, '--max-samples', '300', '--max-cpu-load', '1', '--protocol-version', '5'];
+  const launch = async () => {
+    // The password comes from the environment, as the README advises; get_config must never show it.
+    agent = startAgent(agentArgs(), { FEDGATE_MQTT_PASSWORD: PASSWORD });
+    await agent.waitForLog('agent started');
+  };
+
+  /** mosquitto_rr: MQTT v5 request with a response topic; prints the answer that arrives there. */
+  const rr = async (action: string, message: string, extra: string[] = []) => {
+    const r = await run('mosquitto_rr', [...H, '-t', `${BASE}/request/${action}`, '-e', `${BASE}/response/cli`, '-m', message, '-W', '10', ...extra]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.endsWith('\n')).toBe(true);
+    return JSON.parse(r.stdout);
+  };
+  /** mosquitto_sub on the action's response topic, then mosquitto_pub of the request (MQTT 3.1.1 tools). */
+  const subPub = async (action: string, message: string, responseAction = action) => {
+    const topic = `${BASE}/response/${responseAction}`;
+    const answer = await subscribeWith(broker, topic, [...H, '-t', topic, '-C', '1', '-W', '10']);
+    const pub = await run('mosquitto_pub', [...H, '-t', `${BASE}/request/${action}`, '-m', message]);
+    expect(pub.code, pub.stderr).toBe(0);
+    const r = await answer.result;
+    expect(r.code, r.stderr + agent.stderr() + broker.log()).toBe(0);
+    return { raw: r.stdout, json: JSON.parse(r.stdout) };
+  };
+  const pubRetained = async (topic: string, message: string) => {
+    const r = await run('mosquitto_pub', [...H, '-t', topic, '-r', '-q', '1', '-m', message]);
+    expect(r.code, r.stderr).toBe(0);
+  };
+
+  beforeAll(async () => {
+    broker = await startLoggedMosquitto();
+    H = ['-h', '127.0.0.1', '-p', String(broker.port)];
+    stateDir = mkdtempSync(path.join(tmpdir(), 'fg-gw-mgmt-'));
+    await launch();
+  }, 60_000);
+
+  afterAll(async () => {
+    agent?.kill('SIGKILL');
+    await broker?.stop();
+  });
+
+  it('get_config: the effective settings with the password redacted, and the transaction echoed', async () => {
+    const { raw, json } = await subPub('get_config', '{"transaction":"t1"}');
+    expect(raw).not.toContain(PASSWORD);
+    expect(json).toEqual({
+      status: 'ok',
+      data: {
+        config: {
+          broker: { url: broker.url, username: NODE, password: '[redacted]', tls: { rejectUnauthorized: true }, maxPacketBytes: 131072, protocolVersion: 5 },
+          fleet: { prefix: 'fedgate', name: 'default' },
+          node: { id: NODE },
+          data: { dataset: 'mnist', shard: '0/1', partition: 'iid', seed: 1, csv: { labelColumn: 'label', ownerColumn: 'owner' }, maxSamples: 300 },
+          training: { threads: 1, maxCpuLoad: 1, minBatteryPercent: 20, maxTemperatureC: 80, paused: false },
+          compression: {},
+          logging: { level: 'info' },
+          stateDir,
+        },
+        versions: { fleet: 0, node: 0 },
+      },
+      transaction: 't1',
+    });
+  });
+
+  it('set_config (partial): live settings change at once; the answer says which need a restart', async () => {
+    const { json } = await subPub('set_config', '{"transaction":"t2","data":{"logging":{"level":"debug"}}}');
+    expect(json.status).toBe('ok');
+    expect(json.transaction).toBe('t2');
+    expect(json.data.changed).toEqual(['logging.level']);
+    expect(json.data.restartRequired).toEqual([]);
+    expect(json.data.config.logging).toEqual({ level: 'debug' });
+    expect(json.data.config.broker.password).toBe('[redacted]');
+    // The new level is in force: the agent now logs its requests at debug level.
+    await agent.waitForLog('request answered', (l) => l.level === 20, 5000);
+
+    const url = await subPub('set_config', '{"transaction":"t3","data":{"broker":{"url":"mqtt://other:1883"}}}');
+    expect(url.json).toMatchObject({ status: 'ok', data: { changed: ['broker.url'], restartRequired: ['broker.url'] }, transaction: 't3' });
+    expect(url.json.data.config.broker.url).toBe('mqtt://other:1883');
+    // Back to the broker this test runs (the restart below must find it again).
+    const back = await rr('set_config', JSON.stringify({ transaction: 't3b', data: { broker: { url: broker.url } } }));
+    expect(back).toMatchObject({ status: 'ok', data: { changed: ['broker.url'], restartRequired: ['broker.url'] }, transaction: 't3b' });
+  });
+
+  it('an invalid set_config is refused naming the setting; the previous value stays in force', async () => {
+    const { json } = await subPub('set_config', '{"transaction":"t4","data":{"training":{"threads":0}}}');
+    expect(json).toEqual({ status: 'error', error: 'invalid configuration, nothing changed: training.threads: must be >= 1', transaction: 't4' });
+    const now = await rr('get_config', '{"transaction":"t4b"}');
+    expect(now.data.config.training.threads).toBe(1);
+    // Not a settings object at all.
+    const bad = await rr('set_config', '{"transaction":"t4c","data":[1,2]}');
+    expect(bad).toEqual({ status: 'error', error: 'set_config needs data: an object of settings to change, e.g. {"training": {"threads": 2}}', transaction: 't4c' });
+  });
+
+  it('an unknown action gets an error on response/unknown; a malformed request an error too, and the agent answers the next one', async () => {
+    const unknown = await subPub('frobnicate', '{"transaction":"t5"}', 'unknown');
+    expect(unknown.json).toEqual({ status: 'error', error: 'unknown action "frobnicate"; actions: get_config, set_config, status, profile, pause, resume, leave', transaction: 't5' });
+
+    const malformed = await subPub('get_config', '{"transaction": "t6", oops');
+    expect(Object.keys(malformed.json).sort()).toEqual(['error', 'status']);
+    expect(malformed.json.status).toBe('error');
+    expect(malformed.json.error).toMatch(/^request is not valid JSON: /);
+    const notObject = await subPub('status', '[1,2,3]');
+    expect(notObject.json).toEqual({ status: 'error', error: 'a request must be a JSON object {transaction, data}' });
+
+    // Still alive and answering; a numeric transaction comes back as a number.
+    const next = await subPub('status', '{"transaction":42}');
+    expect(next.json.status).toBe('ok');
+    expect(next.json.transaction).toBe(42);
+    expect(next.json.data).toMatchObject({ node: NODE, connected: true, samples: 300, busy: false, training: { tasksDone: 0, pendingUpdates: 0, paused: false } });
+  });
+
+  it('MQTT v5: the answer also goes to the request\'s response topic, with its correlation data', async () => {
+    // mosquitto_rr sets the response topic (-e); correlation data it sends only when asked (-D).
+    const watch = await subscribeWith(broker, `${BASE}/response/cli`, ['-V', '5', ...H, '-t', `${BASE}/response/cli`, '-C', '1', '-W', '10', '-F', '%D %p']);
+    const answer = await rr('status', '{"transaction":"t7"}', ['-D', 'publish', 'correlation-data', 'req-0042']);
+    expect(answer).toMatchObject({ status: 'ok', transaction: 't7' });
+    const seen = await watch.result;
+    expect(seen.code).toBe(0);
+    const space = seen.stdout.indexOf(' ');
+    expect(seen.stdout.slice(0, space)).toBe('req-0042');
+    expect(JSON.parse(seen.stdout.slice(space + 1))).toEqual(answer);
+  });
+
+  it('retained config: versions only go up, the same version twice does nothing, the node layer overrides the fleet layer', async () => {
+    let from = agent.lines.length;
+    await pubRetained(`${BASE}/config`, '{"version":2,"config":{"training":{"maxTemperatureC":75}}}');
+    await agent.waitForLog('config applied', (l) => l.kind === 'node' && l.version === 2, 10_000, from);
+    let cfg = await rr('get_config', '{}');
+    expect(cfg.data.config.training.maxTemperatureC).toBe(75);
+    expect(cfg.data.versions).toEqual({ fleet: 0, node: 2 });
+
+    from = agent.lines.length;
+    await pubRetained(`${BASE}/config`, '{"version":1,"config":{"training":{"maxTemperatureC":60}}}');
+    await agent.waitForLog('older config ignored', (l) => l.version === 1 && l.applied === 2, 10_000, from);
+    cfg = await rr('get_config', '{}');
+    expect(cfg.data.config.training.maxTemperatureC).toBe(75);
+
+    from = agent.lines.length;
+    await pubRetained(`${BASE}/config`, '{"version":2,"config":{"training":{"maxTemperatureC":75}}}');
+    await agent.waitForLog('config version already applied', (l) => l.version === 2, 10_000, from);
+    expect(agent.lines.slice(from).filter((l) => l.msg === 'config applied')).toEqual([]);
+
+    from = agent.lines.length;
+    await pubRetained('fedgate/default/config', '{"version":5,"config":{"training":{"maxTemperatureC":70,"minBatteryPercent":30}}}');
+    const applied = await agent.waitForLog('config applied', (l) => l.kind === 'fleet', 10_000, from);
+    // The fleet's temperature is overridden by the node's 75: only the battery threshold changed.
+    expect(applied.changed).toEqual(['training.minBatteryPercent']);
+    cfg = await rr('get_config', '{}');
+    expect(cfg.data.config.training).toEqual({ threads: 1, maxCpuLoad: 1, minBatteryPercent: 30, maxTemperatureC: 75, paused: false });
+    expect(cfg.data.versions).toEqual({ fleet: 5, node: 2 });
+
+    // An invalid retained layer is refused and changes nothing.
+    from = agent.lines.length;
+    await pubRetained(`${BASE}/config`, '{"version":3,"config":{"training":{"maxTemperatureC":-5}}}');
+    const refused = await agent.waitForLog('config refused; previous settings stay in force', () => true, 10_000, from);
+    expect(refused.err).toBe('invalid configuration, nothing changed: training.maxTemperatureC: must be >= 0');
+    cfg = await rr('get_config', '{}');
+    expect(cfg.data.versions).toEqual({ fleet: 5, node: 2 });
+    expect(cfg.data.config.training.maxTemperatureC).toBe(75);
+  });
+
+  it('SIGTERM, then a restart: the applied config is back from the state directory; a replayed older config is still ignored', async () => {
+    agent.kill('SIGTERM');
+    expect(await agent.exited).toEqual({ code: 0, signal: null });
+    const state = await run('mosquitto_sub', [...H, '-t', `${BASE}/state`, '-C', '1', '-W', '10']);
+    expect(JSON.parse(state.stdout)).toMatchObject({ online: false, node: NODE, reason: 'shutdown' });
+
+    // While it is down: the fleet layer disappears from the broker, the node topic holds an older version.
+    await run('mosquitto_pub', [...H, '-t', 'fedgate/default/config', '-r', '-n']);
+    await pubRetained(`${BASE}/config`, '{"version":1,"config":{"training":{"maxTemperatureC":60}}}');
+
+    await launch();
+    await agent.waitForLog('older config ignored', (l) => l.kind === 'node' && l.version === 1 && l.applied === 2, 10_000);
+    const cfg = await rr('get_config', '{"transaction":"after-restart"}');
+    expect(cfg.transaction).toBe('after-restart');
+    expect(cfg.data.versions).toEqual({ fleet: 5, node: 2 });
+    expect(cfg.data.config.training).toEqual({ threads: 1, maxCpuLoad: 1, minBatteryPercent: 30, maxTemperatureC: 75, paused: false });
+    expect(cfg.data.config.logging).toEqual({ level: 'debug' });
+    expect(agent.lines.filter((l) => l.msg === 'config applied')).toEqual([]);
+  }, 60_000);
+
+  it('pause and resume: the heartbeat\'s busy flag flips and the status reports paused', async () => {
+    const hbTopic = `${BASE}/heartbeat`;
+    let hb = await subscribeWith(broker, hbTopic, [...H, '-t', hbTopic, '-C', '1', '-W', '10']);
+    // Any heartbeat first, then the one the pause sends at once.
+    await hb.result;
+    hb = await subscribeWith(broker, hbTopic, [...H, '-t', hbTopic, '-C', '1', '-W', '10']);
+    const paused = await rr('pause', '{"transaction":"p1"}');
+    expect(paused).toEqual({ status: 'ok', data: { paused: true, changed: ['training.paused'] }, transaction: 'p1' });
+    expect(JSON.parse((await hb.result).stdout)).toMatchObject({ node: NODE, busy: true });
+    const status = await rr('status', '{}');
+    expect(status.data).toMatchObject({ busy: true, training: { paused: true, dutyCycle: 0 } });
+    // Pausing again changes nothing.
+    expect(await rr('pause', '{"transaction":"p2"}')).toEqual({ status: 'ok', data: { paused: true, changed: [] }, transaction: 'p2' });
+
+    hb = await subscribeWith(broker, hbTopic, [...H, '-t', hbTopic, '-C', '1', '-W', '10']);
+    expect(await rr('resume', '{"transaction":"r1"}')).toEqual({ status: 'ok', data: { paused: false, changed: ['training.paused'] }, transaction: 'r1' });
+    expect(JSON.parse((await hb.result).stdout)).toMatchObject({ node: NODE, busy: false });
+    expect((await rr('status', '{}')).data).toMatchObject({ busy: false, training: { paused: false } });
+  });
+
+  it('leave: answered, the process exits 0 and its retained state is cleared (zero-length retained)', async () => {
+    const stateTopic = `${BASE}/state`;
+    // -F '%r %l': retain flag and length; the clear reaches a live subscriber as a zero-length message.
+    const watch = await subscribeWith(broker, stateTopic, [...H, '-t', stateTopic, '-F', '%r %l', '-C', '2', '-W', '10']);
+    const answer = await subPub('leave', '{"transaction":"bye"}');
+    expect(answer.json).toEqual({ status: 'ok', data: { leaving: true }, transaction: 'bye' });
+    expect(await agent.exited).toEqual({ code: 0, signal: null });
+    const seen = await watch.result;
+    expect(seen.stdout.trim().split('\n')[1]).toBe('0 0');
+    // Nothing retained any more: a new subscriber waits in vain (mosquitto_sub -W exits 27 on its timeout).
+    const after = await run('mosquitto_sub', [...H, '-t', stateTopic, '-t', `${BASE}/profile`, '-C', '1', '-W', '2']);
+    expect(after.stdout).toBe('');
+    expect(after.code).toBe(27);
+  });
+});
