@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { logger, type Logger } from '../log';
-import { decode, decodedLength } from '../compress';
+import { decode, decodedLength, codecLabel } from '../compress';
 import type { ModelSpec } from '../model';
 import {
   FrameKind, MqttLink, Reassembler, Topics, parseHeartbeat, parseJson, parseNodeState, parseUpdateMeta,
@@ -23,6 +23,8 @@ export interface TaskRecord {
   score?: number;
   /** Why the node was selected: utility, exploration, fairness. */
   reason?: string;
+  /** The codec the node was asked to use (chosen from its link, or pinned). */
+  codec?: string;
   expectedSeconds?: number;
   /** Seconds from sending the task to receiving the whole update. */
   actualSeconds?: number;
@@ -306,7 +308,7 @@ export class Aggregator extends EventEmitter {
       stale: stale.length,
       tasks: plan.tasks.map((t) => {
         const r = open.results.get(t.node);
-        return { node: t.node, steps: t.steps, score: t.score, reason: t.reason, expectedSeconds: t.expectedSeconds, actualSeconds: r?.seconds, stepsDone: r?.update.steps, late: !r };
+        return { node: t.node, steps: t.steps, score: t.score, reason: t.reason, codec: codecLabel(t.codec), expectedSeconds: t.expectedSeconds, actualSeconds: r?.seconds, stepsDone: r?.update.steps, late: !r };
       }),
       failures,
     };
