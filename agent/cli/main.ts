@@ -7,6 +7,7 @@ import { Topics } from '../transport';
 import { simulate, runAggregatorJob, formatRound, loadShard, parseShard, parseDatasetName, type JobReport } from '../sim';
 import { brokerOptions, int, jobOptions, positive } from './options';
 import { parseTierMix } from '../sim/tiers';
+import { loadConfigFile } from '../config';
 import { addProfileCommand } from './commands/profile';
 import type { RoundRecord } from '../aggregator';
 import { addConfigCommand } from './commands/config';
@@ -56,6 +57,27 @@ function jobFrom(o: Opts) {
   };
 }
 
+/** The aggregator's settings file under the flags: a flag given on the command line (or by its environment variable) wins. */
+async function overlayConfigFile(o: Opts, cmd: Command): Promise<Opts> {
+  const c = await loadConfigFile(o.config, 'aggregator');
+  setLogLevel(c.logging.level);
+  const fromFile: Opts = {
+    broker: c.broker.url, username: c.broker.username, password: c.broker.password, maxPacketBytes: c.broker.maxPacketBytes,
+    prefix: c.fleet.prefix, fleet: c.fleet.name, logLevel: c.logging.level, dataset: c.data.dataset, dataDir: c.data.dataDir,
+    hidden: c.model.hidden, rounds: c.job.rounds, clientsPerRound: c.job.clientsPerRound, minClients: c.job.minClients, wait: c.job.waitSeconds,
+    epochs: c.job.epochs, batchSize: c.job.batchSize, lr: c.job.lr, deadline: c.job.deadlineSeconds, seed: c.job.seed, checkpoint: c.job.checkpoint,
+    modelOut: c.job.modelOut, strategy: c.job.strategy, overcommit: c.job.overcommit, targetQuantile: c.job.targetQuantile,
+    maxIdleRounds: c.job.maxIdleRounds, foldLate: c.job.foldLate,
+    codec: c.compression.codec === 'auto' ? 'auto' : { codec: c.compression.codec, k: c.compression.k, blockSize: c.compression.blockSize, stochastic: c.compression.stochastic },
+  };
+  const out: Opts = { ...o };
+  for (const [key, value] of Object.entries(fromFile)) {
+    const source = cmd.getOptionValueSource(key);
+    if (value !== undefined && source !== 'cli' && source !== 'env') out[key] = value;
+  }
+  return out;
+}
+
 export function buildCli(): Command {
   const program = new Command('fedgate')
     .description('Federated learning for fleets of IoT edge gateways')
@@ -94,11 +116,14 @@ export function buildCli(): Command {
       onSignals(() => broker.close());
     });
 
-  jobOptions(brokerOptions(program.command('aggregator').description('run the rounds of a federated job against a broker'), true))
+  jobOptions(brokerOptions(program.command('aggregator').description('run the rounds of a federated job against a broker'), false))
+    .option('--config <file>', 'settings file (YAML or JSON; see `fedgate config schema --role aggregator`); flags given explicitly override it')
     .option('--min-clients <n>', 'nodes to wait for before each round', int(1), 1)
     .option('--wait <seconds>', 'how long to wait for --min-clients', int(0), 300)
     .option('--resume', 'continue from --checkpoint')
-    .action(async (o: Opts) => {
+    .action(async (o: Opts, cmd: Command) => {
+      if (o.config) o = await overlayConfigFile(o, cmd);
+      if (!o.broker) throw new Error('--broker <url> is required (or broker.url in --config)');
       if (o.resume && !o.checkpoint) throw new Error('--resume needs --checkpoint <file>');
       let stop: (() => Promise<void>) | undefined;
       onSignals(async () => stop?.());
@@ -107,6 +132,9 @@ export function buildCli(): Command {
     });
 
   addAgentCommand(program, brokerOptions);
+  addConfigCommand(program);
+  addProfileCommand(program);
+  addInstallServiceCommand(program);
 
   return program;
 }

@@ -55,8 +55,13 @@ export interface AggregatorConfig {
     seed: number;
     checkpoint?: string;
     modelOut: string;
+    strategy: 'balanced' | 'fedavg';
+    overcommit: number;
+    targetQuantile: number;
+    maxIdleRounds: number;
+    foldLate: boolean;
   };
-  compression: { codec: CodecSetting; k: number; blockSize?: number; stochastic: boolean };
+  compression: { codec: CodecSetting | 'auto'; k: number; blockSize?: number; stochastic: boolean };
   logging: { level: LogLevelSetting };
   stateDir?: string;
 }
