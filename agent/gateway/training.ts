@@ -61,7 +61,8 @@ export class TrainingFeature implements Feature {
       if (typeof s.round !== 'number' || typeof s.open !== 'boolean') return;
       this.roundState = { round: s.round, open: s.open };
       bus.emit('roundState', { round: s.round, open: s.open, session: typeof s.session === 'number' ? s.session : 0 });
-      if (s.open) this.flushOutbox().catch((err) => this.ctx.log.warn({ err: (err as Error).message }, 'outbox flush failed'));
+      // Open: pending updates of this round are sent; closed (or a later round): those of closed rounds are dropped.
+      this.flushOutbox().catch((err) => this.ctx.log.warn({ err: (err as Error).message }, 'outbox flush failed'));
     });
     bus.on('guardDutyCycle', (d) => {
       this.guardDuty = d;
@@ -74,9 +75,13 @@ export class TrainingFeature implements Feature {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    // Closing the trainer ends a running task early; its partial update stays in the outbox if unsent.
+    // Closing the trainer ends a running task early; runTask then abandons it (nothing is sent).
     await this.trainer?.close();
-    await this.queue.catch(() => undefined);
+    // An update already in the outbox may be waiting for the broker (an outage): do not wait for it,
+    // it stays in the outbox and is sent after the restart if its round is still open.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.queue.catch(() => undefined), new Promise((r) => (timer = setTimeout(r, 2000)))]);
+    clearTimeout(timer);
   }
 
   get paused(): boolean {
@@ -136,6 +141,11 @@ export class TrainingFeature implements Feature {
       result = await trainer.train({ params, steps: task.steps, batchSize: task.batchSize, lr: task.lr, seed: task.seed, deadlineSeconds: Math.max(0.001, left) });
     } finally {
       this.running = undefined;
+    }
+    if (this.stopped) {
+      // Stopping (SIGTERM): the task is abandoned rather than a partial update sent on the way out.
+      this.ctx.log.info({ round: task.round, steps: result.steps, of: task.steps }, 'task abandoned: the agent is stopping');
+      return;
     }
     if (result.steps > 0 && result.busySeconds > 0) this.ctx.bus.emit('trained', spec.name, result.samples, result.busySeconds);
     const pinned = this.pinnedCodec();

@@ -88,6 +88,8 @@ export class MqttLink extends EventEmitter {
   bytesOut = 0;
   bytesIn = 0;
   private readonly handlers: { filter: string; handler: MessageHandler }[] = [];
+  /** Every subscription made, with its QoS: made again after a reconnect the broker kept no session for. */
+  private readonly subscriptions = new Map<string, 0 | 1>();
   private readonly log: Logger;
   private closed = false;
   private attempts = 0;
@@ -122,6 +124,9 @@ export class MqttLink extends EventEmitter {
       this.connectedAt = Date.now();
       this.connections++;
       this.log.info({ url: opts.url, sessionPresent: connack.sessionPresent }, 'connected');
+      // mqtt.js only remembers subscriptions to renew when it reconnects by itself (reconnectPeriod > 0);
+      // with our own backoff it renews none, so a broker that lost the session would leave us deaf.
+      if (this.connections > 1 && !connack.sessionPresent) this.resubscribe();
       this.publishJson(opts.stateTopic, opts.birth(), { retain: true, qos: 1 }).catch((err) => this.log.warn({ err }, 'could not publish birth state'));
       this.emit('connect');
     });
@@ -139,8 +144,8 @@ export class MqttLink extends EventEmitter {
       connectTimeout: 10_000,
       reconnectPeriod: 0, // see the 'close' handler: our own backoff
       clean: true,
-      // Re-subscribe on every reconnect: with a clean session the broker kept nothing (mqtt.js does this).
-      resubscribe: true,
+      // Re-subscribing after a reconnect is done by MqttLink (see resubscribe): mqtt.js does it only with its own reconnect timer.
+      resubscribe: false,
       ca: opts.tls?.ca,
       cert: opts.tls?.cert,
       key: opts.tls?.key,
@@ -180,7 +185,17 @@ export class MqttLink extends EventEmitter {
 
   async subscribe(filter: string, handler: MessageHandler, qos: 0 | 1 = 1): Promise<void> {
     this.handlers.push({ filter, handler });
+    this.subscriptions.set(filter, Math.max(qos, this.subscriptions.get(filter) ?? 0) as 0 | 1);
     await this.client.subscribeAsync(filter, { qos });
+  }
+
+  /** Subscribes again to everything (the broker kept no session): retained messages are delivered again, so handlers must be idempotent. */
+  private resubscribe(): void {
+    if (this.subscriptions.size === 0) return;
+    const filters = Object.fromEntries([...this.subscriptions].map(([filter, qos]) => [filter, { qos }]));
+    this.client.subscribeAsync(filters)
+      .then(() => this.log.info({ subscriptions: this.subscriptions.size }, 're-subscribed'))
+      .catch((err) => this.log.warn({ err: (err as Error).message }, 're-subscribe failed'));
   }
 
   async publish(topic: string, payload: Buffer | string, opts: PublishOptions = {}): Promise<void> {

@@ -28,7 +28,8 @@ export interface LoggedBroker {
   log(): string;
   /** Resolves once the broker has logged `count` subscriptions to exactly `topic`. */
   subscribed(topic: string, count?: number, ms?: number): Promise<void>;
-  stop(): Promise<void>;
+  /** SIGTERM: a clean shutdown (mosquitto still sends the wills of connected clients); SIGKILL: a crash (no wills). */
+  stop(signal?: NodeJS.Signals): Promise<void>;
   /** Starts it again on the same port with the same configuration. */
   restart(): Promise<void>;
   readonly running: boolean;
@@ -65,11 +66,11 @@ export async function startLoggedMosquitto(extra = '', port?: number): Promise<L
       await sleep(30);
     }
   };
-  const stop = () => new Promise<void>((resolve) => {
+  const stop = (signal: NodeJS.Signals = 'SIGTERM') => new Promise<void>((resolve) => {
     const c = child;
     if (!c || c.exitCode !== null || c.signalCode !== null) return resolve();
     c.once('exit', () => resolve());
-    c.kill('SIGTERM');
+    c.kill(signal);
   });
   await start();
   return {
