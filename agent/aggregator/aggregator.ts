@@ -131,7 +131,7 @@ export class Aggregator extends EventEmitter {
   readonly fleet = new Fleet();
   private link?: MqttLink;
   private readonly log: Logger;
-  private readonly reassembler = new Reassembler();
+  private readonly reassembler: Reassembler;
   private current?: OpenRound;
   private params: Float32Array;
   private readonly records: RoundRecord[] = [];
@@ -145,6 +145,9 @@ export class Aggregator extends EventEmitter {
     super();
     this.log = opts.log ?? logger('aggregator');
     this.params = opts.initialParams;
+    // No honest update is bigger than the float32 model plus its header: a frame claiming more is
+    // refused before anything is allocated for it.
+    this.reassembler = new Reassembler({ maxPayloadBytes: opts.initialParams.length * 4 + 65_536, timeoutMs: 300_000 });
   }
 
   get globalParams(): Float32Array {
