@@ -1,4 +1,5 @@
-import pino, { type Logger, type LevelWithSilent } from 'pino';
+import pino, { type Logger, type LevelWithSilent, type DestinationStream } from 'pino';
+import pretty from 'pino-pretty';
 
 export type { Logger };
 
@@ -7,13 +8,21 @@ const REDACT = ['password', '*.password', '*.*.password', 'key', '*.key', 'secre
 let root: Logger | undefined;
 
 /**
- * The process-wide root logger. JSON lines to stderr by default so that stdout stays free for
- * the per-round progress lines and for machine-readable output (`fedgate profile`).
+ * Where log lines go: stderr, so that stdout stays free for the per-round progress lines and for
+ * machine-readable output (`fedgate profile`). JSON lines (for journald, Docker, log shippers),
+ * or readable lines when stderr is a terminal; FEDGATE_LOG_FORMAT=json|pretty decides explicitly.
  */
+export function logDestination(format = process.env.FEDGATE_LOG_FORMAT, isTty = process.stderr.isTTY === true): DestinationStream {
+  const usePretty = format === 'pretty' || (format !== 'json' && isTty);
+  if (usePretty) return pretty({ destination: 2, sync: true, colorize: isTty, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' });
+  return pino.destination({ fd: 2, sync: true });
+}
+
+/** The process-wide root logger; secrets (passwords, keys, tokens) are redacted from every line. */
 export function rootLogger(): Logger {
   if (!root) {
     const level = (process.env.FEDGATE_LOG_LEVEL as LevelWithSilent | undefined) ?? 'warn';
-    root = pino({ level, base: { pid: process.pid }, redact: { paths: REDACT, censor: '[redacted]' } }, pino.destination({ fd: 2, sync: true }));
+    root = pino({ level, base: { pid: process.pid }, redact: { paths: REDACT, censor: '[redacted]' } }, logDestination());
   }
   return root;
 }
