@@ -50,6 +50,8 @@ export interface FedAvgOptions {
   batchSize: number;
   lr: number;
   codec: CodecChoice;
+  /** Per-node codec (e.g. a node's own pin); default: `codec`. */
+  codecFor?: (node: NodeInfo) => CodecChoice;
   deadlineSeconds: number;
   seed: number;
 }
@@ -71,7 +73,7 @@ export class FedAvgStrategy implements Strategy {
         steps: localSteps(n.samples, this.opts.batchSize, this.opts.epochs),
         batchSize: this.opts.batchSize,
         lr: this.opts.lr,
-        codec: this.opts.codec,
+        codec: this.opts.codecFor?.(n) ?? this.opts.codec,
       })),
     };
   }

@@ -108,7 +108,9 @@ export async function runAggregatorJob(opts: JobOptions, onRound: (r: RoundRecor
 export function buildStrategy(opts: Pick<JobOptions, 'strategy' | 'codec' | 'clientsPerRound' | 'epochs' | 'batchSize' | 'lr' | 'deadlineSeconds' | 'seed' | 'overcommit' | 'targetQuantile' | 'maxIdleRounds'>, params: number): Strategy {
   const fixed: CodecChoice = opts.codec === 'auto' ? { codec: 'int8' } : opts.codec;
   if (opts.strategy === 'fedavg') {
-    return new FedAvgStrategy({ clientsPerRound: opts.clientsPerRound, epochs: opts.epochs, batchSize: opts.batchSize, lr: opts.lr, codec: fixed, deadlineSeconds: opts.deadlineSeconds, seed: opts.seed });
+    // A codec pinned for the fleet wins; with 'auto', a node's own pin, else int8.
+    const codecFor = opts.codec === 'auto' ? (n: { pinnedCodec?: CodecChoice }) => n.pinnedCodec ?? fixed : undefined;
+    return new FedAvgStrategy({ clientsPerRound: opts.clientsPerRound, epochs: opts.epochs, batchSize: opts.batchSize, lr: opts.lr, codec: fixed, codecFor, deadlineSeconds: opts.deadlineSeconds, seed: opts.seed });
   }
   return new BalancedStrategy({
     clientsPerRound: opts.clientsPerRound,
