@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { crc32 } from 'node:zlib';
+import { writeFileAtomic } from '../state';
 
 /**
  * Checkpoint file: "FGCK", u32 LE JSON length, JSON state, float32 LE params, u32 LE CRC-32 of all
@@ -26,17 +27,7 @@ export async function saveCheckpoint(file: string, ckpt: Checkpoint): Promise<vo
   const tail = Buffer.alloc(4);
   tail.writeUInt32LE(crc32(body), 0);
   await fs.mkdir(path.dirname(path.resolve(file)), { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
-  const handle = await fs.open(tmp, 'w');
-  try {
-    await handle.writeFile(Buffer.concat([body, tail]));
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await fs.rename(tmp, file);
-  const dir = await fs.open(path.dirname(path.resolve(file)), 'r').catch(() => undefined);
-  if (dir) await dir.sync().catch(() => undefined).finally(() => dir.close());
+  await writeFileAtomic(file, Buffer.concat([body, tail]), 0o644);
 }
 
 export async function loadCheckpoint<S = Record<string, unknown>>(file: string): Promise<Checkpoint<S>> {

@@ -1,4 +1,4 @@
 export { simulate, nodeIdFor, type SimulateOptions } from './simulate';
-export { runAggregatorJob, formatRound, writeFileAtomic, type JobOptions, type JobReport } from './job';
+export { runAggregatorJob, formatRound, writeOutput, type JobOptions, type JobReport } from './job';
 export { loadShard, loadSplit, parseShard, parseDatasetName, defaultSpec, defaultDataDir, type DatasetName } from './datasets';
 export { createEvaluator } from './evaluator';

@@ -5,6 +5,7 @@ import { chooseCodec, codecLabel } from '../compress';
 import { buildInferenceModel, initParams, paramCount, type ModelSpec } from '../model';
 import { Topics, type CodecChoice } from '../transport';
 import { logger } from '../log';
+import { writeFileAtomic } from '../state';
 import { createEvaluator } from './evaluator';
 import { defaultSpec, loadSplit, type DatasetName } from './datasets';
 
@@ -85,7 +86,7 @@ export async function runAggregatorJob(opts: JobOptions, onRound: (r: RoundRecor
     let modelFile: string | undefined;
     if (opts.modelOut) {
       modelFile = path.resolve(opts.modelOut);
-      await writeFileAtomic(modelFile, buildInferenceModel(spec, { weights: result.params }));
+      await writeOutput(modelFile, buildInferenceModel(spec, { weights: result.params }));
       log.info({ file: modelFile }, 'final model written');
     }
     const { username: _u, password: _p, ...config } = opts;
@@ -96,7 +97,7 @@ export async function runAggregatorJob(opts: JobOptions, onRound: (r: RoundRecor
       seconds: (Date.now() - started) / 1000,
       modelFile,
     };
-    if (opts.report) await writeFileAtomic(path.resolve(opts.report), Buffer.from(JSON.stringify(report, null, 2) + '\n'));
+    if (opts.report) await writeOutput(path.resolve(opts.report), Buffer.from(JSON.stringify(report, null, 2) + '\n'));
     return report;
   } finally {
     await aggregator.stop().catch(() => undefined);
@@ -134,11 +135,10 @@ export function buildStrategy(opts: Pick<JobOptions, 'strategy' | 'codec' | 'cli
 
 export { codecLabel };
 
-export async function writeFileAtomic(file: string, data: Uint8Array): Promise<void> {
+/** Reports and models: created with their folder, written atomically (temp file, fsync, rename). */
+export async function writeOutput(file: string, data: Uint8Array): Promise<void> {
   await fs.mkdir(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
-  await fs.writeFile(tmp, data);
-  await fs.rename(tmp, file);
+  await writeFileAtomic(file, data, 0o644);
 }
 
 /** One line per round for a terminal. */

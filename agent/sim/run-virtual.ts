@@ -1,6 +1,6 @@
 import { partition, parsePartition } from '../data';
 import { paramCount } from '../model';
-import { buildStrategy, writeFileAtomic, type JobOptions } from './job';
+import { buildStrategy, writeOutput, type JobOptions } from './job';
 import { defaultSpec, loadSplit, type DatasetName } from './datasets';
 import { availabilityWindows, loadTrace, parseTierMix, type Device } from './tiers';
 import { runVirtual, type VirtualRound } from './virtual';
@@ -31,7 +31,7 @@ export async function runVirtualJob(o: VirtualJobOptions, onRound: (r: VirtualRo
   const strategy = buildStrategy({ ...o, clientsPerRound: o.clientsPerRound || Math.max(1, Math.round(devices.length / 10)) }, paramCount(spec));
   const res = await runVirtual({ spec, train, test, devices, shards, strategy, rounds: o.rounds, timeBudgetSeconds: o.timeBudgetSeconds, seed: o.seed, foldLate: o.foldLate, onRound });
   const config = { ...o, mode: 'virtual', devices: devices.length, model: spec };
-  if (o.report) await writeFileAtomic(o.report, Buffer.from(JSON.stringify({ config, rounds: res.rounds, final: { accuracy: res.rounds.at(-1)?.accuracy, loss: res.rounds.at(-1)?.loss } }, null, 2) + '\n'));
+  if (o.report) await writeOutput(o.report, Buffer.from(JSON.stringify({ config, rounds: res.rounds, final: { accuracy: res.rounds.at(-1)?.accuracy, loss: res.rounds.at(-1)?.loss } }, null, 2) + '\n'));
   return { rounds: res.rounds, config };
 }
 
