@@ -47,7 +47,14 @@ export class TrainingFeature implements Feature {
   private tasksDone = 0;
   private guardDuty = 1;
   private inFlight = new Set<string>();
-  private roundState?: { round: number; open: boolean };
+  private roundState?: { round: number; open: boolean; ts: number };
+  /**
+   * Outbox entries the broker has acknowledged, with the `ts` of the aggregator state in force when
+   * they went out. A PUBACK only means the broker has it: after a broker restart the aggregator may
+   * not have been subscribed yet, so an entry stays until its round closes and is sent again (the
+   * aggregator counts a node's update once) when the aggregator announces itself anew.
+   */
+  private readonly delivered = new Map<string, number>();
   private stopped = false;
 
   constructor(private readonly ctx: FeatureContext, private readonly opts: TrainingOptions) {}
@@ -57,9 +64,9 @@ export class TrainingFeature implements Feature {
     await link.subscribe(topics.nodeTask(nodeId), (_t, payload) => this.onTaskFrame(payload));
     await link.subscribe(topics.aggregatorState, (_t, payload) => {
       if (payload.length === 0) return;
-      const s = parseJson(payload, 'aggregator state') as { round?: unknown; open?: unknown; session?: unknown };
+      const s = parseJson(payload, 'aggregator state') as { round?: unknown; open?: unknown; session?: unknown; ts?: unknown };
       if (typeof s.round !== 'number' || typeof s.open !== 'boolean') return;
-      this.roundState = { round: s.round, open: s.open };
+      this.roundState = { round: s.round, open: s.open, ts: typeof s.ts === 'number' ? s.ts : 0 };
       bus.emit('roundState', { round: s.round, open: s.open, session: typeof s.session === 'number' ? s.session : 0 });
       // Open: pending updates of this round are sent; closed (or a later round): those of closed rounds are dropped.
       this.flushOutbox().catch((err) => this.ctx.log.warn({ err: (err as Error).message }, 'outbox flush failed'));
@@ -182,24 +189,37 @@ export class TrainingFeature implements Feature {
       const t0 = Date.now();
       const bytes = await this.ctx.link.publishFrames(this.ctx.topics.nodeUpdate(this.ctx.nodeId), FrameKind.Update, meta as unknown as Record<string, unknown>, payload);
       this.ctx.bus.emit('transfer', 'up', bytes, (Date.now() - t0) / 1000);
-      if (entry) await this.ctx.state!.outbox.remove(entry.id);
+      // Kept until its round closes (see `delivered`); without an aggregator state to go by, it is done.
+      if (entry) {
+        if (this.roundState) this.delivered.set(entry.id, this.roundState.ts);
+        else await this.ctx.state!.outbox.remove(entry.id);
+      }
     } finally {
       this.inFlight.delete(key);
     }
   }
 
-  /** Sends updates left over from a broker outage or a restart, if their round is still open; drops the rest. */
+  /**
+   * On every aggregator state: sends the updates of the open round that it may not have (left over
+   * from a broker outage or a restart, or sent before the aggregator announced itself anew), and
+   * retires those of closed rounds. A replayed state (same `ts`) sends nothing again.
+   */
   private async flushOutbox(): Promise<void> {
     const outbox = this.ctx.state?.outbox;
-    if (!outbox || !this.roundState) return;
+    const state = this.roundState;
+    if (!outbox || !state) return;
     for (const entry of await outbox.list()) {
       if (this.inFlight.has(entry.id)) continue; // mqtt.js still holds it and will deliver it
-      if (entry.round === this.roundState.round && this.roundState.open) {
-        this.ctx.log.info({ round: entry.round }, 'sending a pending update from the outbox');
+      const sentUnder = this.delivered.get(entry.id);
+      if (entry.round === state.round && state.open) {
+        if (sentUnder !== undefined && sentUnder >= state.ts) continue; // the aggregator has not reconnected since
+        this.ctx.log.info({ round: entry.round, again: sentUnder !== undefined }, 'sending a pending update from the outbox');
         await this.send(entry.meta as unknown as UpdateMeta, entry.payload, entry);
-      } else if (entry.round < this.roundState.round || !this.roundState.open) {
-        this.ctx.log.info({ round: entry.round, current: this.roundState.round }, 'pending update is for a closed round; dropped');
+      } else if (entry.round < state.round || !state.open) {
+        this.delivered.delete(entry.id);
         await outbox.remove(entry.id);
+        if (sentUnder !== undefined) this.ctx.log.debug({ round: entry.round }, 'round closed; delivered update retired from the outbox');
+        else this.ctx.log.info({ round: entry.round, current: state.round }, 'pending update is for a closed round; dropped');
       }
     }
   }
