@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { logger, setLogLevel, type Logger } from '../log';
 import type { AgentConfig } from '../config';
 import type { Shard } from '../data';
@@ -45,9 +46,12 @@ export class Agent {
   private profile?: ProfileFeature;
   private heartbeat?: NodeJS.Timeout;
   private readonly session = Date.now();
+  /** Random per process: tells this agent's messages from a twin's with the same node id. */
+  private readonly instance = randomBytes(6).toString('hex');
   private readonly log: Logger;
   private left?: () => void;
-  /** Resolves when the node has left the fleet on request. */
+  private duplicate?: (err: Error) => void;
+  /** Resolves when the node has left the fleet on request; rejects if another agent took its node id. */
   readonly leftFleet: Promise<void>;
 
   constructor(private readonly opts: AgentOptions) {
@@ -55,7 +59,10 @@ export class Agent {
     if (opts.data.n <= 0) throw new Error(`node ${opts.nodeId} has no training data`);
     this.config = opts.config;
     this.log = opts.log ?? logger('agent', { node: opts.nodeId });
-    this.leftFleet = new Promise((resolve) => (this.left = resolve));
+    this.leftFleet = new Promise((resolve, reject) => {
+      this.left = resolve;
+      this.duplicate = reject;
+    });
   }
 
   get nodeId(): string {
@@ -67,6 +74,7 @@ export class Agent {
     return {
       online, node: this.opts.nodeId, session: this.session, version: VERSION, samples: this.opts.data.n, backend: compressBackend,
       ...(c.codec ? { codec: { codec: c.codec, ...(c.k !== undefined ? { k: c.k } : {}), ...(c.blockSize !== undefined ? { blockSize: c.blockSize } : {}), ...(c.stochastic !== undefined ? { stochastic: c.stochastic } : {}) } } : {}),
+      instance: this.instance,
       ts: Date.now(),
     };
   }
@@ -95,6 +103,20 @@ export class Agent {
       log: this.log.child({ module: 'transport' }),
     });
     this.link.on('connect', () => this.bus.emit('connected'));
+    // Two agents with one node id take each other's MQTT session over and over, and each finds the
+    // other's state (its birth or its will) retained when it reconnects. A state of our node id from
+    // another instance after a reconnect means a twin; the one started earlier steps back with a
+    // clear error. What is retained at our first connection is history (e.g. our own previous run,
+    // whose clock may even have been ahead on a gateway without a real-time clock) and is ignored.
+    await this.link.subscribe(topics.nodeState(nodeId), (_t, payload, packet) => {
+      if (payload.length === 0 || (packet.retain && this.link!.connections <= 1)) return;
+      const other = JSON.parse(payload.toString()) as Partial<NodeState> & { instance?: string };
+      if (other.node === nodeId && other.instance !== undefined && other.instance !== this.instance && typeof other.session === 'number' && other.session > this.session) {
+        this.log.fatal({ node: nodeId, otherSession: other.session, mySession: this.session }, `node id ${nodeId} is in use by another agent started later; stopping this one`);
+        // Silently: our offline state would overwrite the other agent's retained birth.
+        this.stop({ silent: true }).finally(() => this.duplicate?.(new Error(`node id ${nodeId} is in use by another agent`)));
+      }
+    });
     const ctx: FeatureContext = { nodeId, topics, link: this.link, bus: this.bus, log: this.log, state: this.opts.state, config: () => this.config };
     this.training = new TrainingFeature({ ...ctx, log: this.log.child({ feature: 'training' }) }, { data: this.opts.data, emulation: this.opts.emulation });
     this.features.push(this.training);
@@ -161,7 +183,7 @@ export class Agent {
   }
 
   /** Graceful stop: the running task is abandoned (its update, if written, stays in the outbox), offline is published, logs flushed. */
-  async stop(opts: { clearState?: boolean } = {}): Promise<void> {
+  async stop(opts: { clearState?: boolean; silent?: boolean } = {}): Promise<void> {
     clearInterval(this.heartbeat);
     for (const f of [...this.features].reverse()) {
       try {

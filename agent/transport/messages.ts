@@ -24,6 +24,8 @@ export interface NodeState {
   backend?: string;
   /** A codec pinned by the node's own configuration; the aggregator honours it. */
   codec?: CodecChoice;
+  /** Random per process, to tell two agents that share a node id apart. */
+  instance?: string;
   ts: number;
 }
 
@@ -87,7 +89,7 @@ const schemas = {
   nodeState: {
     type: 'object',
     required: ['online', 'node', 'session', 'ts'],
-    properties: { online: { type: 'boolean' }, node: { type: 'string', minLength: 1 }, session: { type: 'number' }, version: { type: 'string' }, samples: int(), backend: { type: 'string' }, codec: codecChoice, ts: { type: 'number' } },
+    properties: { online: { type: 'boolean' }, node: { type: 'string', minLength: 1 }, session: { type: 'number' }, version: { type: 'string' }, samples: int(), backend: { type: 'string' }, codec: codecChoice, instance: { type: 'string' }, ts: { type: 'number' } },
   },
   heartbeat: {
     type: 'object',

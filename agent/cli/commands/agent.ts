@@ -99,6 +99,9 @@ export function addAgentCommand(program: Command, brokerOptions: (cmd: Command, 
       agent.leftFleet.then(() => {
         log.info('left the fleet on request');
         process.exit(0);
+      }, (err: Error) => {
+        process.stderr.write(`fedgate: ${err.message}\n`);
+        process.exit(1);
       });
     } catch (err) {
       await state.close();
