@@ -191,8 +191,12 @@ export class TrainingFeature implements Feature {
       this.ctx.bus.emit('transfer', 'up', bytes, (Date.now() - t0) / 1000);
       // Kept until its round closes (see `delivered`); without an aggregator state to go by, it is done.
       if (entry) {
-        if (this.roundState) this.delivered.set(entry.id, this.roundState.ts);
-        else await this.ctx.state!.outbox.remove(entry.id);
+        const state = this.roundState;
+        // Its round closed while it was on its way (the closing state found it in flight): done with it.
+        if (!state || entry.round < state.round || !state.open) {
+          this.delivered.delete(entry.id);
+          await this.ctx.state!.outbox.remove(entry.id);
+        } else this.delivered.set(entry.id, state.ts);
       }
     } finally {
       this.inFlight.delete(key);
