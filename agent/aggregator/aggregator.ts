@@ -70,6 +70,8 @@ export interface AggregatorOptions {
   graceSeconds?: number;
   /** Keep updates that arrive after their round closed and fold them into the next round. */
   foldLate?: boolean;
+  /** How long a selected node may be offline (e.g. across a broker restart) before its task counts as failed. */
+  offlineGraceSeconds?: number;
   seed: number;
   evaluate?: (params: Float32Array) => Promise<Evaluation>;
   checkpointFile?: string;
@@ -94,7 +96,11 @@ class OpenRound {
   readonly results = new Map<string, { update: ClientUpdate; meta: UpdateMeta; wireBytes: number; seconds: number }>();
   readonly failures = new Map<string, string>();
   readonly sentAt = new Map<string, number>();
+  /** The task id sent to each node: an update must carry it (an old job's update, replayed from an outbox, does not). */
+  readonly taskIds = new Map<string, string>();
   bytesUp = 0;
+  /** Set the moment the round has what it waits for: updates after that are late, even within the same tick. */
+  closed = false;
   private settle?: () => void;
   readonly settled: Promise<void>;
 
@@ -111,14 +117,19 @@ class OpenRound {
   }
 
   fail(node: string, reason: string): void {
-    if (!this.task(node) || this.results.has(node) || this.failures.has(node)) return;
+    if (this.closed || !this.task(node) || this.results.has(node) || this.failures.has(node)) return;
     this.failures.set(node, reason);
     this.check();
   }
 
   check(): void {
     const closeAfter = this.plan.closeAfter ?? this.plan.tasks.length;
-    if (this.results.size >= closeAfter || this.results.size + this.failures.size >= this.plan.tasks.length) this.settle?.();
+    if (this.results.size >= closeAfter || this.results.size + this.failures.size >= this.plan.tasks.length) this.close();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.settle?.();
   }
 }
 
@@ -140,6 +151,8 @@ export class Aggregator extends EventEmitter {
   /** Who was asked in the last few rounds, to check late updates. */
   private readonly recentRounds = new Map<number, { selected: Set<string>; sentAt: Map<string, number>; batch: Map<string, number> }>();
   private lateUpdates: ClientUpdate[] = [];
+  /** `node@round` of every update counted, so a redelivered or late copy is never counted twice. */
+  private readonly counted = new Set<string>();
 
   constructor(private readonly opts: AggregatorOptions) {
     super();
@@ -168,7 +181,16 @@ export class Aggregator extends EventEmitter {
       will: state(false),
       log: this.log.child({ module: 'transport' }),
     });
-    this.fleet.on('offline', (id: string) => this.current?.fail(id, 'went offline during the round'));
+    // A last will is not a verdict: a broker restart sends every node's will, and the node comes
+    // back and delivers. A node that stays offline for the grace period has failed its task.
+    this.fleet.on('offline', (id: string) => {
+      const open = this.current;
+      if (!open?.task(id)) return;
+      const timer = setTimeout(() => {
+        if (this.current === open && !this.fleet.get(id)?.online) open.fail(id, 'went offline during the round');
+      }, (this.opts.offlineGraceSeconds ?? 15) * 1000);
+      timer.unref();
+    });
     await this.link.subscribe(t.allNodes('state'), (topic, payload) => {
       if (payload.length === 0) return; // a cleared retained state
       const id = t.parseNodeTopic(topic)?.id;
@@ -264,6 +286,7 @@ export class Aggregator extends EventEmitter {
         paramCount: this.params.length,
       };
       open.sentAt.set(task.node, Date.now());
+      open.taskIds.set(task.node, msg.taskId);
       try {
         bytesDown += await this.link!.publishFrames(this.opts.topics.nodeTask(task.node), FrameKind.Task, msg as unknown as Record<string, unknown>, model);
       } catch (err) {
@@ -275,9 +298,13 @@ export class Aggregator extends EventEmitter {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([open.settled, new Promise<void>((r) => (timer = setTimeout(r, waitMs)))]);
     clearTimeout(timer);
+    open.closed = true;
     this.current = undefined;
     this.publishState();
-    for (const t of plan.tasks) if (!open.results.has(t.node)) open.fail(t.node, open.failures.get(t.node) ?? (open.results.size >= (plan.closeAfter ?? plan.tasks.length) ? 'round closed at K results before its update' : 'no update before the deadline'));
+    for (const t of plan.tasks) {
+      if (open.results.has(t.node) || open.failures.has(t.node)) continue;
+      open.failures.set(t.node, open.results.size >= (plan.closeAfter ?? plan.tasks.length) ? 'round closed at K results before its update' : 'no update before the deadline');
+    }
     const closedAt = Date.now();
     const failures = [...open.failures].map(([node, reason]) => ({ node, reason, elapsedSeconds: (closedAt - (open.sentAt.get(node) ?? closedAt)) / 1000 }));
 
@@ -327,14 +354,19 @@ export class Aggregator extends EventEmitter {
     if (whole.kind !== FrameKind.Update) throw new Error(`frame of kind ${whole.kind} on ${topic}`);
     const meta = parseUpdateMeta(whole.meta);
     if (meta.node !== node) throw new UpdateRejected(`update on ${topic} claims to come from ${meta.node}`);
-    if (!open || meta.round !== open.round) {
+    if (!open || meta.round !== open.round || open.closed) {
       this.onLateUpdate(node, meta, whole.payload);
+      return;
+    }
+    if (open.taskIds.get(node) !== meta.taskId) {
+      this.log.warn({ node, round: meta.round, taskId: meta.taskId }, 'update for a task this aggregator did not send (an earlier job?); dropped');
       return;
     }
     if (open.results.has(node)) return; // redelivered: counts once
     try {
       const update = this.toUpdate(node, meta, whole.payload, open.round, open.selected, open.sentAt, open.task(node)?.batchSize);
       open.results.set(node, { update, meta, wireBytes: whole.wireBytes, seconds: update.elapsedSeconds ?? 0 });
+      this.counted.add(`${node}@${meta.round}`);
       open.check();
     } catch (err) {
       this.log.warn({ node, round: meta.round, err: (err as Error).message }, 'update rejected');
@@ -357,13 +389,14 @@ export class Aggregator extends EventEmitter {
   /** An update for a round that has closed: folded into the next round when enabled, never counted twice. */
   private onLateUpdate(node: string, meta: UpdateMeta, payload: Uint8Array): void {
     const past = this.recentRounds.get(meta.round);
-    if (!this.opts.foldLate || !past || this.records.some((r) => r.round === meta.round && r.tasks.some((t) => t.node === node && !t.late))) {
+    if (!this.opts.foldLate || !past || this.counted.has(`${node}@${meta.round}`)) {
       this.log.info({ node, round: meta.round, current: this.current?.round }, 'late update dropped');
       return;
     }
     if (this.lateUpdates.some((u) => u.node === node && u.round === meta.round)) return;
     try {
       this.lateUpdates.push(this.toUpdate(node, meta, payload, meta.round, past.selected, past.sentAt, past.batch.get(node)));
+      this.counted.add(`${node}@${meta.round}`);
       this.log.info({ node, round: meta.round }, 'late update kept for the next round');
     } catch (err) {
       this.log.warn({ node, round: meta.round, err: (err as Error).message }, 'late update rejected');

@@ -1,0 +1,74 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import mqtt from 'mqtt';
+import { Aggregator, FedAvgStrategy } from '../agent/aggregator';
+import { encode } from '../agent/compress';
+import { mlp, initParams } from '../agent/model';
+import { Topics, encodeFrames, FrameKind, Reassembler, type TaskMessage, type UpdateMeta } from '../agent/transport';
+import { startAedes, type TestBroker } from './helpers/brokers';
+
+const spec = mlp(4, [3], 2);
+const topics = new Topics('fedgate', 'inputs');
+
+/** A hand-driven node: announces itself, hands every task it receives to `onTask`. */
+async function fakeNode(url: string, id: string, onTask: (task: TaskMessage, c: mqtt.MqttClient) => Promise<void>) {
+  const c = await mqtt.connectAsync(url, { clientId: id });
+  const r = new Reassembler();
+  c.on('message', (_t, payload) => {
+    const whole = r.push('agg', payload);
+    if (whole) void onTask(whole.meta as unknown as TaskMessage, c);
+  });
+  await c.subscribeAsync(topics.nodeTask(id), { qos: 1 });
+  await c.publishAsync(topics.nodeState(id), JSON.stringify({ online: true, node: id, session: 1, samples: 100, ts: Date.now() }), { qos: 1, retain: true });
+  return c;
+}
+
+function updateFrames(task: TaskMessage, node: string, delta: Float32Array, over: Partial<UpdateMeta> = {}): Buffer[] {
+  const meta: UpdateMeta = { round: task.round, taskId: task.taskId, node, samples: 100, steps: 3, loss: 0.5, trainSeconds: 0.1, paramCount: delta.length, codec: 'none', stoppedEarly: false, ...over };
+  return encodeFrames(FrameKind.Update, meta as unknown as Record<string, unknown>, encode(delta, { codec: 'none' }), 64 * 1024);
+}
+
+describe('the aggregator facing bad and repeated input', () => {
+  let broker: TestBroker;
+  beforeAll(async () => { broker = await startAedes(); });
+  afterAll(async () => { await broker?.close(); });
+
+  it('counts one good update once; garbage, foreign task ids, oversize claims and NaN are refused without harm', async () => {
+    const initial = initParams(spec, 1);
+    const delta = Float32Array.from({ length: initial.length }, (_, i) => (i % 7) * 0.01);
+    const clients: mqtt.MqttClient[] = [];
+    clients.push(await fakeNode(broker.url, 'gw-good', async (task, c) => {
+      const t = topics.nodeUpdate('gw-good');
+      await c.publishAsync(t, Buffer.from('not a frame at all'), { qos: 1 });
+      await c.publishAsync(t, updateFrames({ ...task, taskId: 'an-old-job-1-gw-good' }, 'gw-good', delta.map((x) => x * 100))[0], { qos: 1 });
+      // A frame that claims a 100 MB payload: refused before anything is allocated.
+      const huge = Buffer.from(updateFrames(task, 'gw-good', delta)[0]);
+      huge.writeUInt32LE(100_000_000, 12);
+      await c.publishAsync(t, huge, { qos: 1 });
+      for (let i = 0; i < 2; i++) for (const f of updateFrames(task, 'gw-good', delta)) await c.publishAsync(t, f, { qos: 1 }); // redelivered
+    }));
+    clients.push(await fakeNode(broker.url, 'gw-nan', async (task, c) => {
+      const bad = delta.slice();
+      bad[5] = NaN;
+      // encode() refuses NaN, so build the payload by hand: a valid 'none' payload with one NaN.
+      const payload = encode(delta, { codec: 'none' });
+      new DataView(payload.buffer, payload.byteOffset).setFloat32(20 + 5 * 4, NaN, true);
+      const meta: UpdateMeta = { round: task.round, taskId: task.taskId, node: 'gw-nan', samples: 100, steps: 3, loss: 0.5, trainSeconds: 0.1, paramCount: delta.length, codec: 'none', stoppedEarly: false };
+      for (const f of encodeFrames(FrameKind.Update, meta as unknown as Record<string, unknown>, payload, 64 * 1024)) await c.publishAsync(topics.nodeUpdate('gw-nan'), f, { qos: 1 });
+    }));
+    const agg = new Aggregator({
+      url: broker.url, topics, spec, initialParams: initial, rounds: 1, minClients: 2, waitForClientsSeconds: 10, seed: 1, graceSeconds: 1,
+      strategy: new FedAvgStrategy({ clientsPerRound: 0, epochs: 1, batchSize: 10, lr: 0.1, codec: { codec: 'none' }, deadlineSeconds: 5, seed: 1 }),
+    });
+    try {
+      const res = await agg.run();
+      const r = res.rounds[0];
+      expect(r.participants).toBe(1);
+      expect(r.failures).toEqual([{ node: 'gw-nan', reason: 'update rejected: corrupt payload: value is not finite', elapsedSeconds: expect.any(Number) }]);
+      // FedAvg of the one good update, counted once: exactly global + delta.
+      expect(Array.from(res.params)).toEqual(Array.from(initial.map((x, i) => Math.fround(x + delta[i]))));
+    } finally {
+      await agg.stop();
+      await Promise.all(clients.map((c) => c.endAsync()));
+    }
+  }, 30_000);
+});
