@@ -97,12 +97,16 @@ suite('gateway management over MQTT (mosquitto CLI against a real agent process)
     // The new level is in force: the agent now logs its requests at debug level.
     await agent.waitForLog('request answered', (l) => l.level === 20, 5000);
 
+    // Connection settings are the device's own: over MQTT a wrong one would cut the node off for good.
     const url = await subPub('set_config', '{"transaction":"t3","data":{"broker":{"url":"mqtt://other:1883"}}}');
-    expect(url.json).toMatchObject({ status: 'ok', data: { changed: ['broker.url'], restartRequired: ['broker.url'] }, transaction: 't3' });
-    expect(url.json.data.config.broker.url).toBe('mqtt://other:1883');
-    // Back to the broker this test runs (the restart below must find it again).
-    const back = await rr('set_config', JSON.stringify({ transaction: 't3b', data: { broker: { url: broker.url } } }));
-    expect(back).toMatchObject({ status: 'ok', data: { changed: ['broker.url'], restartRequired: ['broker.url'] }, transaction: 't3b' });
+    expect(url.json).toEqual({ status: 'error', error: 'invalid configuration, nothing changed: broker.url: cannot be changed over MQTT (a wrong value would cut the node off); set it in the settings file, the environment or on the command line', transaction: 't3' });
+    const fleet = await rr('set_config', JSON.stringify({ transaction: 't3b', data: { fleet: { name: 'other' } } }));
+    expect(fleet).toMatchObject({ status: 'error', error: expect.stringContaining('fleet.name: cannot be changed over MQTT'), transaction: 't3b' });
+    // A setting that needs a restart but cannot cut the node off is accepted and says so.
+    const threads = await rr('set_config', JSON.stringify({ transaction: 't3c', data: { data: { maxSamples: 250 } } }));
+    expect(threads).toMatchObject({ status: 'ok', data: { changed: ['data.maxSamples'], restartRequired: ['data.maxSamples'] }, transaction: 't3c' });
+    const undo = await rr('set_config', JSON.stringify({ transaction: 't3d', data: { data: { maxSamples: 300 } } }));
+    expect(undo).toMatchObject({ status: 'ok', transaction: 't3d' });
   });
 
   it('an invalid set_config is refused naming the setting; the previous value stays in force', async () => {

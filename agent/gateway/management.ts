@@ -46,11 +46,20 @@ export function parseLayer(raw: unknown, what: string): ConfigLayer {
 }
 
 /** The settings that result from `layers` over the process's own (`base`), validated. */
+/**
+ * Settings that only the device itself may change: over MQTT, a wrong broker, fleet, node id or
+ * state directory would cut the node off from the very channel needed to fix it.
+ */
+export const LOCAL_ONLY = /^(broker|fleet|node|stateDir)(\.|$)/;
+
 export function layeredConfig(base: AgentConfig, layers: StoredLayers): { config?: AgentConfig; issues: string[] } {
   let merged: unknown = base;
   for (const layer of [layers.fleet?.config, layers.node?.config, layers.local]) if (layer) merged = mergeConfig(merged as object, layer);
   const { config, issues } = checkConfig(merged, 'agent');
-  return { config, issues: issues.map(formatIssue) };
+  if (!config) return { issues: issues.map(formatIssue) };
+  const local = diffPaths(base, config).filter((p) => LOCAL_ONLY.test(p));
+  if (local.length) return { issues: local.map((p) => `${p}: cannot be changed over MQTT (a wrong value would cut the node off); set it in the settings file, the environment or on the command line`) };
+  return { config, issues: [] };
 }
 
 /**

@@ -95,6 +95,8 @@ export class MqttLink extends EventEmitter {
   private attempts = 0;
   private connectedAt = 0;
   private retryTimer?: NodeJS.Timeout;
+  private watchdog?: NodeJS.Timeout;
+  private lastAttemptAt = Date.now();
   private readonly backoff: BackoffOptions;
   /** Connections made so far (1 after the first). */
   connections = 0;
@@ -115,11 +117,16 @@ export class MqttLink extends EventEmitter {
       const delay = backoffDelay(this.attempts++, this.backoff);
       this.log.info({ delayMs: delay, attempt: this.attempts }, 'connection lost; reconnecting');
       this.emit('offline');
-      this.retryTimer = setTimeout(() => {
-        this.retryTimer = undefined;
-        if (!this.closed && !this.client.connected) this.client.connect();
-      }, delay);
+      this.retryTimer = setTimeout(() => this.attempt(), delay);
     });
+    // Insurance: should a failed attempt ever end without a 'close' event, try again anyway.
+    this.watchdog = setInterval(() => {
+      if (!this.closed && !this.client.connected && !this.retryTimer && Date.now() - this.lastAttemptAt > this.backoff.maxMs / 2 + 10_000) {
+        this.log.warn('no reconnect attempt in a while; trying again');
+        this.attempt();
+      }
+    }, 5000);
+    this.watchdog.unref();
     client.on('connect', (connack) => {
       this.connectedAt = Date.now();
       this.connections++;
@@ -131,6 +138,12 @@ export class MqttLink extends EventEmitter {
       this.emit('connect');
     });
     client.on('error', (err) => this.log.warn({ err: err.message }, 'mqtt error'));
+  }
+
+  private attempt(): void {
+    this.retryTimer = undefined;
+    this.lastAttemptAt = Date.now();
+    if (!this.closed && !this.client.connected) this.client.connect();
   }
 
   /** Connects and resolves once the broker accepted us; rejects with a clear message otherwise. */
@@ -162,6 +175,7 @@ export class MqttLink extends EventEmitter {
         client.removeListener('connect', ok);
         link.closed = true;
         clearTimeout(link.retryTimer);
+        clearInterval(link.watchdog);
         client.end(true);
         reject(err);
       };
@@ -234,6 +248,7 @@ export class MqttLink extends EventEmitter {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.retryTimer);
+    clearInterval(this.watchdog);
     if (finalState && this.client.connected) {
       await Promise.race([
         this.publishJson(this.opts.stateTopic, finalState, { retain: true, qos: 1 }).catch(() => undefined),
