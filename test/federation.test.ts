@@ -105,3 +105,22 @@ describe('over-commitment over a real broker', () => {
     expect(report.final!.accuracy).toBeGreaterThan(0.3);
   }, 120_000);
 });
+
+describe('simulate refuses what cannot work', () => {
+  let broker: TestBroker;
+  beforeAll(async () => { broker = await startAedes(); });
+  afterAll(async () => { await broker?.close(); });
+
+  it('fails at once on a bad partition spec, before starting any gateway', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'fg-bad-'));
+    await expect(simulate(options(dir, broker.url, { partition: 'dirichlet:-1' }))).rejects.toThrow('invalid partition "dirichlet:-1": alpha must be a finite number > 0');
+  });
+
+  it('fails promptly when a gateway cannot start, instead of waiting for it', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'fg-bad-'));
+    const t0 = Date.now();
+    // MNIST has no owner column: every gateway refuses the "owner" partition and exits 1.
+    await expect(simulate(options(dir, broker.url, { partition: 'owner', waitForClientsSeconds: 60 }))).rejects.toThrow(/gateway gw-\d exited with code 1/);
+    expect(Date.now() - t0).toBeLessThan(30_000);
+  }, 60_000);
+});

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { DeviceTier } from './tiers';
+import { parsePartition } from '../data';
 import { startEmbeddedBroker, type EmbeddedBroker } from '../broker';
 import { logger } from '../log';
 import { runAggregatorJob, type JobOptions, type JobReport } from './job';
@@ -37,6 +38,8 @@ export function nodeIdFor(i: number, clients: number): string {
  */
 export async function simulate(opts: SimulateOptions, onRound: (r: RoundRecord) => void = () => undefined): Promise<JobReport> {
   const log = logger('simulate');
+  parsePartition(opts.partition); // refuse a bad spec here, before ten processes each refuse it
+  if (!Number.isInteger(opts.clients) || opts.clients < 1) throw new Error(`--clients must be a whole number ≥ 1, got ${opts.clients}`);
   let broker: EmbeddedBroker | undefined;
   const url = opts.broker ?? (broker = await startEmbeddedBroker()).url;
   const children: ChildProcess[] = [];
@@ -45,7 +48,7 @@ export async function simulate(opts: SimulateOptions, onRound: (r: RoundRecord) 
   const exited = new Set<ChildProcess>();
   let failure: Error | undefined;
   try {
-    const report = await runAggregatorJob({ ...opts, url, minClients: opts.clients }, onRound, () => {
+    const report = await runAggregatorJob({ ...opts, url, minClients: opts.clients }, onRound, (aggregator) => {
       for (let i = 0; i < opts.clients; i++) {
         const args = [
           cliScript(), 'agent',
@@ -73,13 +76,17 @@ export async function simulate(opts: SimulateOptions, onRound: (r: RoundRecord) 
         child.on('exit', (code, signal) => {
           exited.add(child);
           if (code !== 0 && signal === null && !failure) {
-            failure = new Error(`gateway ${nodeIdFor(i, opts.clients)} exited with code ${code}`);
+            // A gateway that cannot start (bad data, bad settings) fails the whole simulation at once,
+            // instead of leaving the aggregator waiting for it.
+            failure = new Error(`gateway ${nodeIdFor(i, opts.clients)} exited with code ${code} (its error is printed above)`);
             log.error(failure.message);
+            void aggregator.stop();
           }
         });
         children.push(child);
       }
     });
+    if (failure) throw failure;
     return report;
   } finally {
     await Promise.all(children.map((c) => stopChild(c, exited)));
