@@ -103,3 +103,21 @@ describe('FedAvg strategy planning', () => {
     expect(sampleWithoutReplacement([1, 2, 3], 5, 1)).toEqual([1, 2, 3]);
   });
 });
+
+describe('fleet liveness', () => {
+  it('a retained "online" state alone does not make a node live: it must be heard from', async () => {
+    const { Fleet } = await import('../agent/aggregator');
+    let now = 1000;
+    const fleet = new Fleet(30_000, () => now);
+    fleet.onState({ online: true, node: 'ghost', session: 1, samples: 1e12, ts: 1 }, { retained: true });
+    expect(fleet.live()).toEqual([]);
+    fleet.onHeartbeat({ node: 'ghost', session: 1, ts: 2 });
+    expect(fleet.live().map((n) => n.id)).toEqual(['ghost']);
+    now += 30_001; // silent for longer than the liveness window
+    expect(fleet.live()).toEqual([]);
+    // A live birth counts at once; a stale state from an older session is ignored.
+    fleet.onState({ online: true, node: 'real', session: 5, samples: 10, ts: 3 });
+    fleet.onState({ online: false, node: 'real', session: 4, samples: 10, ts: 4 });
+    expect(fleet.live().map((n) => n.id)).toEqual(['real']);
+  });
+});

@@ -19,6 +19,10 @@ async function fakeNode(url: string, id: string, onTask: (task: TaskMessage, c: 
   });
   await c.subscribeAsync(topics.nodeTask(id), { qos: 1 });
   await c.publishAsync(topics.nodeState(id), JSON.stringify({ online: true, node: id, session: 1, samples: 100, ts: Date.now() }), { qos: 1, retain: true });
+  // The retained state is history to an aggregator that subscribes later; a heartbeat says the node is here.
+  const beat = () => c.publishAsync(topics.nodeHeartbeat(id), JSON.stringify({ node: id, session: 1, ts: Date.now() }), { qos: 0 }).catch(() => undefined);
+  const timer = setInterval(beat, 200);
+  c.on('end', () => clearInterval(timer));
   return c;
 }
 

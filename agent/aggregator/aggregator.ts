@@ -47,6 +47,8 @@ export interface RoundRecord {
   seconds: number;
   deadlineSeconds: number;
   aggregated: boolean;
+  /** Known nodes not asked this round because they may not train now (busy, offline, hot, low battery), with the reason. */
+  skipped: { node: string; reason: string }[];
   /** Late updates of earlier rounds folded into this one (staleness-weighted). */
   stale: number;
   tasks: TaskRecord[];
@@ -191,12 +193,14 @@ export class Aggregator extends EventEmitter {
       }, (this.opts.offlineGraceSeconds ?? 15) * 1000);
       timer.unref();
     });
-    await this.link.subscribe(t.allNodes('state'), (topic, payload) => {
+    await this.link.subscribe(t.allNodes('state'), (topic, payload, packet) => {
       if (payload.length === 0) return; // a cleared retained state
       const id = t.parseNodeTopic(topic)?.id;
       const s = parseNodeState(parseJson(payload, 'node state'));
       if (s.node !== id) throw new Error(`state on ${topic} names node ${s.node}`);
-      this.fleet.onState(s);
+      // A retained state is history: the node counts as live only once it is heard from (a heartbeat),
+      // so a stale retained "online" cannot conjure up a phantom node.
+      this.fleet.onState(s, { retained: packet.retain });
     });
     await this.link.subscribe(t.allNodes('heartbeat'), (topic, payload) => {
       const hb = parseHeartbeat(parseJson(payload, 'heartbeat'));
@@ -335,6 +339,7 @@ export class Aggregator extends EventEmitter {
       seconds: (Date.now() - started) / 1000,
       deadlineSeconds: plan.deadlineSeconds,
       aggregated,
+      skipped: [...(plan.skipped ?? []), ...this.notLive()],
       stale: stale.length,
       tasks: plan.tasks.map((t) => {
         const r = open.results.get(t.node);
@@ -342,6 +347,11 @@ export class Aggregator extends EventEmitter {
       }),
       failures,
     };
+  }
+
+  /** Nodes the fleet knows that were not offered to the strategy: offline, or silent for too long. */
+  private notLive(): { node: string; reason: string }[] {
+    return this.fleet.all().filter((n) => !this.fleet.isLive(n)).map((n) => ({ node: n.id, reason: n.online ? 'no heartbeat lately' : 'offline' }));
   }
 
   private onUpdateFrame(topic: string, payload: Buffer): void {

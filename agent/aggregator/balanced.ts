@@ -64,7 +64,7 @@ export class BalancedStrategy implements Strategy {
       reason: t.reason,
     }));
     for (const t of tasks) this.history.set(t.node, observe(this.history.get(t.node), { round, selected: true }));
-    return { tasks, deadlineSeconds, closeAfter: p.closeAfter };
+    return { tasks, deadlineSeconds, closeAfter: p.closeAfter, skipped: p.skipped };
   }
 
   /** The upload part of a node's expected time (already inside expectedSeconds), from its profile. */

@@ -39,7 +39,7 @@ export class Fleet extends EventEmitter {
     super();
   }
 
-  onState(state: NodeState): void {
+  onState(state: NodeState, opts: { retained?: boolean } = {}): void {
     const known = this.nodes.get(state.node);
     if (known && state.session < known.session) return;
     const wasLive = known ? this.isLive(known) : false;
@@ -52,7 +52,7 @@ export class Fleet extends EventEmitter {
       busy: false,
       profile: known?.profile,
       pinnedCodec: state.codec ?? undefined,
-      lastSeen: this.now(),
+      lastSeen: opts.retained ? (known?.lastSeen ?? -Infinity) : this.now(),
     };
     this.nodes.set(state.node, info);
     if (wasLive && !info.online) this.emit('offline', info.id);
@@ -70,6 +70,10 @@ export class Fleet extends EventEmitter {
   onProfile(id: string, profile: NodeProfileSummary): void {
     const known = this.nodes.get(id);
     if (known) known.profile = profile;
+  }
+
+  all(): NodeInfo[] {
+    return [...this.nodes.values()];
   }
 
   get(id: string): NodeInfo | undefined {

@@ -23,6 +23,8 @@ export interface RoundPlan {
   deadlineSeconds: number;
   /** Close the round as soon as this many results are in (over-commitment); default: all tasks. */
   closeAfter?: number;
+  /** Nodes left out because they may not train now, and why. */
+  skipped?: { node: string; reason: string }[];
 }
 
 export interface RoundFailure {

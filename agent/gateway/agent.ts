@@ -100,6 +100,7 @@ export class Agent {
       // The broker publishes the will when the connection is lost; a clean stop says "shutdown" instead.
       will: { ...this.birth(false), reason: 'connection lost' },
       connectTimeoutMs: this.opts.connectTimeoutMs ?? 0,
+      deferBirth: true,
       log: this.log.child({ module: 'transport' }),
     });
     this.link.on('connect', () => this.bus.emit('connected'));
@@ -137,6 +138,9 @@ export class Agent {
         this.log.error({ feature: f.name, err: (err as Error).message }, 'feature failed to start; skipped');
       }
     }
+    // Only now, with every subscription in place, does the node say it is online (a task sent before
+    // the task subscription existed would be lost).
+    this.link.announce();
     const every = 5000;
     this.heartbeat = setInterval(() => this.sendHeartbeat(), every);
     this.bus.on('busyChanged', () => this.sendHeartbeat());

@@ -92,6 +92,7 @@ export class ManagementFeature implements Feature {
   private layers: StoredLayers = {};
   /** Layer changes run one at a time: concurrent ones (a fleet and a node retained config arrive together) would interleave their state writes. */
   private serial: Promise<unknown> = Promise.resolve();
+  private requests: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly ctx: FeatureContext, private readonly base: AgentConfig, private readonly hooks: ManagementHooks) {}
 
@@ -111,7 +112,10 @@ export class ManagementFeature implements Feature {
     await link.subscribe(topics.fleetConfig, (_t, payload) => this.onLayer('fleet', payload));
     await link.subscribe(topics.nodeConfig(nodeId), (_t, payload) => this.onLayer('node', payload));
     await link.subscribe(topics.nodeRequests(nodeId), (topic, payload, packet) => {
-      this.onRequest(topic, payload, packet).catch((err) => this.ctx.log.error({ err: (err as Error).message }, 'request handling failed'));
+      // Requests are answered in the order they arrived (a status right after a pause reports the pause).
+      this.requests = this.requests
+        .then(() => this.onRequest(topic, payload, packet))
+        .catch((err) => this.ctx.log.error({ err: (err as Error).message }, 'request handling failed'));
     });
   }
 

@@ -159,6 +159,7 @@ export function formatRound(r: RoundRecord, rounds: number): string {
   parts.push(`deadline ${r.deadlineSeconds.toFixed(1)} s`);
   if (late) parts.push(`late ${late} (${r.tasks.filter((t) => t.late).map((t) => t.node).join(',')})`);
   if (r.stale) parts.push(`stale ${r.stale}`);
+  if (r.skipped?.length) parts.push(`skipped ${r.skipped.length} (${r.skipped.map((x) => `${x.node}: ${x.reason}`).join('; ')})`);
   if (!r.aggregated) parts.push('(model kept)');
   return parts.join('  ');
 }

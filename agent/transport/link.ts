@@ -16,6 +16,8 @@ export interface LinkOptions {
   stateTopic: string;
   birth: () => Record<string, unknown>;
   will: Record<string, unknown>;
+  /** Hold the first birth until `announce()`: a node must not look ready before it has subscribed to its tasks. */
+  deferBirth?: boolean;
   /** Largest MQTT packet this side will send; bigger payloads must be chunked (see publishFrames). */
   maxPacketBytes?: number;
   protocolVersion?: 4 | 5;
@@ -106,6 +108,7 @@ export class MqttLink extends EventEmitter {
     this.maxPacketBytes = opts.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES;
     this.log = opts.log ?? logger('transport', { clientId: opts.clientId });
     this.backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
+    this.announced = !opts.deferBirth;
     client.on('message', (topic, payload, packet) => this.dispatch(topic, payload, packet));
     // mqtt.js reconnects at a fixed period; we reconnect ourselves with exponential backoff and jitter,
     // reset only after a connection that lasted `stableMs`.
@@ -134,10 +137,23 @@ export class MqttLink extends EventEmitter {
       // mqtt.js only remembers subscriptions to renew when it reconnects by itself (reconnectPeriod > 0);
       // with our own backoff it renews none, so a broker that lost the session would leave us deaf.
       if (this.connections > 1 && !connack.sessionPresent) this.resubscribe();
-      this.publishJson(opts.stateTopic, opts.birth(), { retain: true, qos: 1 }).catch((err) => this.log.warn({ err }, 'could not publish birth state'));
+      if (this.announced) this.publishBirth();
       this.emit('connect');
     });
     client.on('error', (err) => this.log.warn({ err: err.message }, 'mqtt error'));
+  }
+
+  private announced: boolean;
+
+  private publishBirth(): void {
+    this.publishJson(this.opts.stateTopic, this.opts.birth(), { retain: true, qos: 1 }).catch((err) => this.log.warn({ err }, 'could not publish birth state'));
+  }
+
+  /** Publishes the birth state now (and on every reconnect from now on); see `deferBirth`. */
+  announce(): void {
+    if (this.announced) return;
+    this.announced = true;
+    if (this.client.connected) this.publishBirth();
   }
 
   private attempt(): void {
