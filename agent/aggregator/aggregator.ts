@@ -298,7 +298,10 @@ export class Aggregator extends EventEmitter {
       }
     }
     open.check();
-    const waitMs = (plan.deadlineSeconds + (this.opts.graceSeconds ?? 10)) * 1000;
+    // Tasks run for their deadline from receipt; the round allows a grace on top for delivery and
+    // upload: a quarter of the deadline, between 2 and 10 seconds, unless set.
+    const grace = this.opts.graceSeconds ?? Math.min(10, Math.max(2, plan.deadlineSeconds / 4));
+    const waitMs = (plan.deadlineSeconds + grace) * 1000;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([open.settled, new Promise<void>((r) => (timer = setTimeout(r, waitMs)))]);
     clearTimeout(timer);
