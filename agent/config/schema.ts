@@ -91,7 +91,7 @@ export const agentSchema: SchemaNode = {
     }),
     training: section('When and how hard this gateway trains', {
       threads: restart({ type: 'integer', minimum: 1, maximum: 256, default: 1, description: 'ONNX Runtime threads' }),
-      maxCpuLoad: live({ type: 'number', minimum: 0, maximum: 1, default: 0.8, description: 'skip training while the CPU load (0..1) is above this' }),
+      maxCpuLoad: live({ type: 'number', minimum: 0, maximum: 1, default: 0.8, description: 'throttle training while other processes use more of the CPU than this (0..1), pause 0.1 above it; 1 turns the check off' }),
       minBatteryPercent: live({ type: 'number', minimum: 0, maximum: 100, default: 20, description: 'skip training on battery below this charge' }),
       maxTemperatureC: live({ type: 'number', minimum: 0, maximum: 150, default: 80, description: 'skip training while the CPU is hotter than this' }),
       paused: live({ type: 'boolean', default: false, description: 'accept no tasks until resumed' }),
