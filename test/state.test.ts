@@ -263,3 +263,24 @@ describe('writeFileAtomic', () => {
     await expect(writeFileAtomic(path.join(dir, 'missing', 'y'), 'z')).rejects.toThrow(/ENOENT/);
   });
 });
+
+describe('session numbers', () => {
+  it('grow on every start, even when the clock goes backwards (a gateway without a real-time clock)', async () => {
+    const { StateDir } = await import('../agent/state');
+    const { mkdtempSync, writeFileSync, readdirSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const path = await import('node:path');
+    const dir = mkdtempSync(path.join(tmpdir(), 'fg-session-'));
+    const a = await StateDir.open({ dir });
+    expect(await a.nextSession(1_800_000_000_000)).toBe(1_800_000_000_000);
+    expect(await a.nextSession(1_000)).toBe(1_800_000_000_001); // booted in 1970: still higher
+    expect(await a.nextSession(1_900_000_000_000)).toBe(1_900_000_000_000);
+    await a.close();
+    writeFileSync(path.join(dir, 'session'), 'garbage');
+    const b = await StateDir.open({ dir });
+    await expect(b.nextSession(5)).rejects.toThrow('not a session number');
+    expect(readdirSync(dir).some((f) => f.startsWith('session.corrupt-'))).toBe(true);
+    expect(await b.nextSession(7)).toBe(7); // the corrupt file was moved aside
+    await b.close();
+  });
+});

@@ -24,6 +24,8 @@ export interface AgentOptions {
   emulation?: TierEmulation;
   /** How long start() waits for the broker; 0 = for ever (a service). */
   connectTimeoutMs?: number;
+  /** Grows on every start of this node (StateDir.nextSession); default: the clock. */
+  session?: number;
   /** Run the profile feature (hardware profile and host guard). */
   profile?: boolean;
   tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
@@ -45,7 +47,7 @@ export class Agent {
   private training?: TrainingFeature;
   private profile?: ProfileFeature;
   private heartbeat?: NodeJS.Timeout;
-  private readonly session = Date.now();
+  private readonly session: number;
   /** Random per process: tells this agent's messages from a twin's with the same node id. */
   private readonly instance = randomBytes(6).toString('hex');
   private readonly log: Logger;
@@ -58,6 +60,7 @@ export class Agent {
     validateNodeId(opts.nodeId);
     if (opts.data.n <= 0) throw new Error(`node ${opts.nodeId} has no training data`);
     this.config = opts.config;
+    this.session = opts.session ?? Date.now();
     this.log = opts.log ?? logger('agent', { node: opts.nodeId });
     this.leftFleet = new Promise((resolve, reject) => {
       this.left = resolve;

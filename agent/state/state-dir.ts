@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { logger } from '../log';
-import { removeTempFiles } from './atomic';
+import { readStateFile, removeTempFiles, writeFileAtomic } from './atomic';
 import { acquireLock, type StateLock } from './lock';
 import { resolveNodeId, type NodeIdSource } from './node-id';
 import { readAppliedConfig, writeAppliedConfig, type AppliedConfig } from './applied-config';
@@ -9,6 +9,7 @@ import { Outbox, type OutboxOptions } from './outbox';
 
 export const RESIDUAL_FILE = 'residual.fgef';
 export const OUTBOX_DIR = 'outbox';
+export const SESSION_FILE = 'session';
 
 /**
  * Where the state lives: the configured directory, else `$STATE_DIRECTORY` (set by systemd's
@@ -35,6 +36,7 @@ export interface StateDirOptions {
  *   applied-config.json    the config last applied over MQTT, with its version
  *   residual.fgef          error-feedback residuals (written by agent/compress ErrorFeedback.save)
  *   outbox/                updates not yet delivered
+ *   session                the last session number (grows on every start, whatever the clock says)
  */
 export class StateDir {
   private constructor(readonly dir: string, private readonly lock: StateLock, readonly outbox: Outbox) {}
@@ -71,6 +73,23 @@ export class StateDir {
 
   saveAppliedConfig(version: number, config: Record<string, unknown>, sources?: Record<string, number>): Promise<AppliedConfig> {
     return writeAppliedConfig(this.dir, version, config, sources);
+  }
+
+  /**
+   * A session number for this start that is higher than any before it on this device, even if the
+   * clock went backwards (a gateway without a real-time clock boots in 1970 until NTP answers):
+   * max(now, last + 1), stored. The aggregator ignores states of older sessions as stale.
+   */
+  async nextSession(now = Date.now()): Promise<number> {
+    const file = path.join(this.dir, SESSION_FILE);
+    const last = await readStateFile(file, (b) => {
+      const n = Number(b.toString('utf8').trim());
+      if (!Number.isSafeInteger(n) || n < 0) throw new Error(`not a session number: ${JSON.stringify(b.toString('utf8').slice(0, 40))}`);
+      return n;
+    });
+    const session = Math.max(now, (last ?? 0) + 1);
+    await writeFileAtomic(file, `${session}\n`);
+    return session;
   }
 
   /** Releases the lock. */

@@ -78,7 +78,7 @@ export function addAgentCommand(program: Command, brokerOptions: (cmd: Command, 
       const data = await loadAgentData((await restoredConfig(cfg, state)).config);
       const tls = cfg.broker.tls;
       const agent = new Agent({
-        config: cfg, nodeId: id, data, state, profile: o.profile,
+        config: cfg, nodeId: id, data, state, profile: o.profile, session: await state.nextSession(),
         emulation: o.tier ? { tier: TIERS[o.tier], timeScale: o.timeScale } : undefined,
         tls: { ca: tls.ca ? readFileSync(tls.ca) : undefined, cert: tls.cert ? readFileSync(tls.cert) : undefined, key: tls.key ? readFileSync(tls.key) : undefined },
       });
