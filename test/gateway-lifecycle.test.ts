@@ -105,8 +105,9 @@ suite('gateway lifecycle (real agent processes, mosquitto)', { timeout: 90_000 }
   // drop the update that arrived after the restart. A will now starts a grace period instead.
   it('a clean broker restart while the agent trains: the round still counts the update', async () => {
     const { agent, report } = await outage('lc-restart', 'SIGTERM');
-    expect(agent.lines.filter((l) => l.msg === 'update sent')).toHaveLength(1);
-    expect(report.rounds[0].participants).toBe(1);
+    const why = JSON.stringify(report.rounds[0]) + '\n' + agent.stderr();
+    expect(agent.lines.filter((l) => l.msg === 'update sent'), why).toHaveLength(1);
+    expect(report.rounds[0].participants, why).toBe(1);
   });
 
   it('SIGTERM while idle and while training: exit 0 within seconds, retained state offline with reason "shutdown" (not the will)', async () => {

@@ -284,3 +284,23 @@ describe('session numbers', () => {
     await b.close();
   });
 });
+
+describe('moving corrupt files aside', () => {
+  it('keeps every copy, even two within the same millisecond', async () => {
+    const { moveAside } = await import('../agent/state');
+    const { mkdtempSync, writeFileSync, readdirSync, readFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const path = await import('node:path');
+    const dir = mkdtempSync(path.join(tmpdir(), 'fg-aside-'));
+    const file = path.join(dir, 'x.json');
+    const when = new Date('2026-12-03T20:00:00.000Z');
+    writeFileSync(file, 'first');
+    const a = await moveAside(file, when);
+    writeFileSync(file, 'second');
+    const b = await moveAside(file, when);
+    expect(a).toBe(`${file}.corrupt-2026-12-03T20-00-00-000Z`);
+    expect(b).toBe(`${file}.corrupt-2026-12-03T20-00-00-000Z-1`);
+    expect([readFileSync(a, 'utf8'), readFileSync(b, 'utf8')]).toEqual(['first', 'second']);
+    expect(readdirSync(dir)).toHaveLength(2);
+  });
+});

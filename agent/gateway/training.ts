@@ -185,6 +185,9 @@ export class TrainingFeature implements Feature {
   private async send(meta: UpdateMeta, payload: Uint8Array, entry?: OutboxEntry): Promise<void> {
     const key = entry?.id ?? meta.taskId;
     this.inFlight.add(key);
+    // The aggregator state this send goes out under: if the aggregator re-announces itself while it
+    // is on its way (it reconnected and may have missed it), the send counts as made under the old one.
+    const startedUnder = this.roundState?.ts;
     try {
       const t0 = Date.now();
       const bytes = await this.ctx.link.publishFrames(this.ctx.topics.nodeUpdate(this.ctx.nodeId), FrameKind.Update, meta as unknown as Record<string, unknown>, payload);
@@ -196,10 +199,15 @@ export class TrainingFeature implements Feature {
         if (!state || entry.round < state.round || !state.open) {
           this.delivered.delete(entry.id);
           await this.ctx.state!.outbox.remove(entry.id);
-        } else this.delivered.set(entry.id, state.ts);
+        } else this.delivered.set(entry.id, startedUnder ?? state.ts);
       }
     } finally {
       this.inFlight.delete(key);
+    }
+    const now = this.roundState;
+    if (entry && startedUnder !== undefined && now && now.ts > startedUnder && now.open) {
+      // A newer announcement arrived mid-send and skipped this entry as in flight: check again.
+      await this.flushOutbox();
     }
   }
 

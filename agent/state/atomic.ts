@@ -56,9 +56,17 @@ export async function removeTempFiles(dir: string): Promise<string[]> {
 
 /** `node-id` -> `node-id.corrupt-2026-01-31T12-00-00-000Z` (renamed, so nothing reads it again). */
 export async function moveAside(file: string, now = new Date()): Promise<string> {
-  const to = `${file}.corrupt-${now.toISOString().replace(/[:.]/g, '-')}`;
-  await fs.rename(file, to);
-  return to;
+  const base = `${file}.corrupt-${now.toISOString().replace(/[:.]/g, '-')}`;
+  // Two corrupt copies within one millisecond must not overwrite each other: count up.
+  for (let n = 0; ; n++) {
+    const to = n === 0 ? base : `${base}-${n}`;
+    try {
+      await fs.access(to);
+    } catch {
+      await fs.rename(file, to);
+      return to;
+    }
+  }
 }
 
 /** The file's bytes, or undefined if there is no such file. */
