@@ -23,6 +23,27 @@ export function mosquittoMissing(): string | undefined {
   return 'mosquitto is not installed (apt-get install -y mosquitto); skipping the mosquitto half';
 }
 
+/**
+ * A free port below the kernel's ephemeral range (32768–60999 on Linux). A broker that a test stops
+ * and restarts on the same port needs one: a port the kernel hands out for `listen(0)` can be given
+ * to another test's broker while the first one is down.
+ */
+export async function freeStablePort(): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    const srv = createServer();
+    const ok = await new Promise<boolean>((resolve) => {
+      srv.once('error', () => resolve(false));
+      srv.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (ok) {
+      await new Promise<void>((r) => srv.close(() => r()));
+      return port;
+    }
+  }
+  throw new Error('no free port found between 20000 and 32000');
+}
+
 export async function freePort(): Promise<number> {
   const srv = createServer();
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));

@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { MOSQUITTO, freePort } from './brokers';
+import { MOSQUITTO, freeStablePort } from './brokers';
 
 /** Helpers for the gateway suites: real agent processes, a mosquitto whose log the test reads, the mosquitto CLI tools. */
 
@@ -48,7 +48,7 @@ async function portOpen(port: number): Promise<boolean> {
  */
 export async function startLoggedMosquitto(extra = '', port?: number): Promise<LoggedBroker> {
   if (!MOSQUITTO) throw new Error('mosquitto is not installed');
-  const p = port ?? (await freePort());
+  const p = port ?? (await freeStablePort()); // it may be restarted on this port
   const dir = mkdtempSync(path.join(tmpdir(), 'fg-gw-mosq-'));
   const template = readFileSync(path.join(ROOT, 'broker-config/mosquitto-test.conf'), 'utf8');
   const configFile = path.join(dir, 'mosquitto.conf');
