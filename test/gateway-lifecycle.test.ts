@@ -271,6 +271,14 @@ suite('link reconnect and outbox (mosquitto restarts)', { timeout: 60_000 }, () 
         // The entry stays until the round closes, in case the aggregator missed it: when the aggregator announces
         // itself anew (a newer state: it reconnected, maybe after the broker dropped the update), it goes again.
         expect(outboxFiles()).toHaveLength(1);
+        // Regression: the aggregator's last will (written when it connected: round 0, not open), which a clean
+        // broker shutdown delivers, retired the entry as if its round had closed; the update sent after the
+        // restart was then lost for good. An offline aggregator says nothing about the round.
+        await agg.publishAsync(topics.aggregatorState, JSON.stringify({ online: false, role: 'aggregator', session: 1, round: 0, open: false, ts: Date.now() - 60_000 }), { qos: 1, retain: true });
+        await sleep(1000);
+        expect(outboxFiles()).toHaveLength(1);
+        await agent.waitForLog('aggregator offline; pending updates kept');
+        expect(watch.updates).toHaveLength(1);
         await agg.publishAsync(topics.aggregatorState, JSON.stringify({ ...JSON.parse(aggState), ts: Date.now() + 1 }), { qos: 1, retain: true });
         await until(() => watch.updates.length === 2, 10_000, 'update sent again');
         expect(watch.updates[1].meta).toEqual(meta);

@@ -64,8 +64,15 @@ export class TrainingFeature implements Feature {
     await link.subscribe(topics.nodeTask(nodeId), (_t, payload) => this.onTaskFrame(payload));
     await link.subscribe(topics.aggregatorState, (_t, payload) => {
       if (payload.length === 0) return;
-      const s = parseJson(payload, 'aggregator state') as { round?: unknown; open?: unknown; session?: unknown; ts?: unknown };
+      const s = parseJson(payload, 'aggregator state') as { online?: unknown; round?: unknown; open?: unknown; session?: unknown; ts?: unknown };
       if (typeof s.round !== 'number' || typeof s.open !== 'boolean') return;
+      // An offline aggregator (its last will, which a clean broker shutdown delivers, or its goodbye) says
+      // nothing about the round: the will was written when it connected. Pending updates wait for its
+      // next announcement, which says whether their round is still open.
+      if (s.online === false) {
+        this.ctx.log.info({ round: s.round }, 'aggregator offline; pending updates kept');
+        return;
+      }
       this.roundState = { round: s.round, open: s.open, ts: typeof s.ts === 'number' ? s.ts : 0 };
       bus.emit('roundState', { round: s.round, open: s.open, session: typeof s.session === 'number' ? s.session : 0 });
       // Open: pending updates of this round are sent; closed (or a later round): those of closed rounds are dropped.
