@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mqtt from 'mqtt';
+import pino from 'pino';
+import { Writable } from 'node:stream';
 import { MqttLink, FrameKind, Reassembler, Topics } from '../agent/transport';
 import { startAedes, startMosquitto, mosquittoMissing, type TestBroker } from './helpers/brokers';
 
@@ -83,6 +85,29 @@ describe.each(brokers)('MQTT link over %s', (_name, start) => {
     await expect(link.publish('fedgate/+/x', 'x')).rejects.toThrow('wildcards');
     expect(link.connected).toBe(true);
     await link.close();
+  });
+
+  // Regression: every agent of `npm start` warned "mqtt error: write after end" on its way out (mqtt.js
+  // writes the PUBACK of a message that arrives after DISCONNECT).
+  it('closing while QoS 1 messages keep arriving logs no warning', async () => {
+    const lines: { level: number; msg: string }[] = [];
+    const sink = new Writable({ write(chunk, _enc, done) { lines.push(JSON.parse(String(chunk))); done(); } });
+    const link = await MqttLink.connect({
+      url: broker.url, clientId: 'gw-closing', stateTopic: topics.nodeState('gw-closing'),
+      birth: () => ({ online: true }), will: { online: false }, log: pino({ level: 'debug' }, sink),
+    });
+    let got = 0;
+    await link.subscribe(topics.nodeTask('gw-closing'), () => got++);
+    const pub = await mqtt.connectAsync(broker.url, { clientId: 'pub-closing' });
+    let sending = true;
+    const flood = (async () => { while (sending) await Promise.all(Array.from({ length: 20 }, () => pub.publishAsync(topics.nodeTask('gw-closing'), 'x', { qos: 1 }))); })();
+    await until(() => got >= 20);
+    await link.close({ online: false });
+    await new Promise((r) => setTimeout(r, 300));
+    sending = false;
+    await flood;
+    await pub.endAsync();
+    expect(lines.filter((l) => l.level >= 40)).toEqual([]);
   });
 
   it('fails to connect with a clear error when nothing listens', async () => {

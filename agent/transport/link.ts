@@ -140,7 +140,12 @@ export class MqttLink extends EventEmitter {
       if (this.announced) this.publishBirth();
       this.emit('connect');
     });
-    client.on('error', (err) => this.log.warn({ err: err.message }, 'mqtt error'));
+    client.on('error', (err) => {
+      // While closing, a message that arrives after DISCONNECT was written still gets its PUBACK
+      // written by mqtt.js, which fails harmlessly with ERR_STREAM_WRITE_AFTER_END.
+      if (this.closed && (err as NodeJS.ErrnoException).code === 'ERR_STREAM_WRITE_AFTER_END') this.log.debug({ err: err.message }, 'mqtt error while closing');
+      else this.log.warn({ err: err.message }, 'mqtt error');
+    });
   }
 
   private announced: boolean;
