@@ -7,7 +7,7 @@ import { runAggregatorJob, type JobOptions } from '../agent/sim';
 import { backoffDelay, DEFAULT_BACKOFF, MqttLink, Topics, FrameKind, Reassembler, decodeFrame } from '../agent/transport';
 import { StateDir } from '../agent/state';
 import { encode } from '../agent/compress';
-import { freePort, mosquittoMissing } from './helpers/brokers';
+import { mosquittoMissing } from './helpers/brokers';
 import { MAIN, sleep, startAgent, startLoggedMosquitto, until, type AgentProcess, type LoggedBroker } from './helpers/gateway';
 
 /**
@@ -49,7 +49,7 @@ afterEach(() => {
 suite('gateway lifecycle (real agent processes, mosquitto)', { timeout: 90_000 }, () => {
   let broker: LoggedBroker;
   beforeAll(async () => {
-    broker = await startLoggedMosquitto('', await freePort());
+    broker = await startLoggedMosquitto(); // on a port outside the ephemeral range: it is restarted
   });
   afterAll(async () => {
     await broker?.stop();
@@ -187,7 +187,7 @@ describe('reconnect backoff', () => {
 suite('link reconnect and outbox (mosquitto restarts)', { timeout: 60_000 }, () => {
   let broker: LoggedBroker;
   beforeAll(async () => {
-    broker = await startLoggedMosquitto('', await freePort());
+    broker = await startLoggedMosquitto(); // on a port outside the ephemeral range: it is restarted
   });
   afterAll(async () => {
     await broker?.stop();
