@@ -22,7 +22,10 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // Format (see FORMAT.md)
 constexpr uint8_t kMagic[4] = {'F', 'G', 'C', 'Z'};
-constexpr uint8_t kVersion = 1;
+// Version 2 changed only the top-k layouts (indices as LEB128 gaps after the values): dense codecs
+// are still written as version 1, byte for byte what older decoders read; both are decoded.
+constexpr uint8_t kVersion = 2;
+constexpr uint8_t kDenseVersion = 1;
 constexpr size_t kHeader = 20;
 constexpr uint8_t kFlagStochastic = 1;
 enum Codec : uint8_t { kNone = 0, kInt8 = 1, kInt4 = 2, kTopk = 3, kTopkInt8 = 4 };
@@ -41,14 +44,46 @@ bool quantizes(uint8_t c) { return c == kInt8 || c == kInt4 || c == kTopkInt8; }
 bool sparse(uint8_t c) { return c == kTopk || c == kTopkInt8; }
 uint64_t blocks(uint64_t count, uint32_t bs) { return bs ? (count + bs - 1) / bs : 0; }
 
-uint64_t encodedSize(const Params& p) {
+uint8_t versionFor(uint8_t codec) { return sparse(codec) ? kVersion : kDenseVersion; }
+
+// Bytes of the kept values of a top-k payload: f32[k], or scales f32[kb] + q i8[k].
+uint64_t sparseValueBytes(const Params& p) {
+  return p.codec == kTopk ? 4ull * p.k : 4 * blocks(p.k, p.blockSize) + p.k;
+}
+
+// Dense codecs; for top-k, everything but the index stream (version 2) or with absolute u32
+// indices (version 1).
+uint64_t fixedSize(const Params& p, uint8_t version) {
   switch (p.codec) {
     case kNone: return kHeader + 4ull * p.n;
     case kInt8: return kHeader + 4 * blocks(p.n, p.blockSize) + p.n;
     case kInt4: return kHeader + 4 * blocks(p.n, p.blockSize) + (p.n + 1ull) / 2;
-    case kTopk: return kHeader + 8ull * p.k;
-    default: return kHeader + 4ull * p.k + 4 * blocks(p.k, p.blockSize) + p.k;  // kTopkInt8
+    default: return kHeader + sparseValueBytes(p) + (version == 1 ? 4ull * p.k : 0);
   }
+}
+
+// LEB128 length of an unsigned 32-bit value.
+inline uint32_t varintBytes(uint32_t v) { return v < (1u << 7) ? 1 : v < (1u << 14) ? 2 : v < (1u << 21) ? 3 : v < (1u << 28) ? 4 : 5; }
+
+// The index stream of ascending indices: the first index, then each gap minus one.
+uint64_t indexStreamBytes(const std::vector<uint32_t>& idx) {
+  uint64_t total = 0;
+  for (size_t j = 0; j < idx.size(); j++) total += varintBytes(j ? idx[j] - idx[j - 1] - 1 : idx[0]);
+  return total;
+}
+
+// The most bytes k ascending indices below n can take (the gaps sum to at most n - k): see
+// maxIndexBytes in format.ts, which the decoders' length check and the codec chooser share.
+uint64_t maxIndexBytes(uint64_t n, uint64_t k) {
+  static constexpr uint64_t kStep[] = {128, 16384, 2097152, 268435456};
+  uint64_t bytes = k, budget = n - k, count = k, prev = 0;
+  for (uint64_t t : kStep) {
+    count = std::min(count, budget / (t - prev));
+    budget -= count * (t - prev);
+    bytes += count;
+    prev = t;
+  }
+  return bytes;
 }
 
 inline uint32_t bitsOf(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
@@ -60,7 +95,7 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "fedgate compress assum
 
 void writeHeader(uint8_t* o, const Params& p) {
   std::memcpy(o, kMagic, 4);
-  o[4] = kVersion;
+  o[4] = versionFor(p.codec);
   o[5] = p.codec;
   o[6] = (quantizes(p.codec) && p.stochastic) ? kFlagStochastic : 0;
   o[7] = 0;
@@ -264,8 +299,21 @@ bool topkSelect(const float* x, uint32_t n, uint32_t k, uint32_t* idx) {
   return true;
 }
 
-// Encodes x into out (exactly encodedSize(p) bytes, all written). false: x holds Inf/NaN.
-bool encodeInto(const float* x, const Params& p, uint8_t* out) {
+// Phase 1 of encoding: for top-k, selects the indices (false: x holds Inf/NaN); returns the exact
+// payload size.
+bool prepare(const float* x, const Params& p, std::vector<uint32_t>& idx, uint64_t& size) {
+  if (sparse(p.codec)) {
+    idx.resize(p.k);
+    if (!topkSelect(x, p.n, p.k, idx.data())) return false;
+    size = fixedSize(p, kVersion) + indexStreamBytes(idx);
+  } else {
+    size = fixedSize(p, kDenseVersion);
+  }
+  return true;
+}
+
+// Phase 2: encodes x into out (exactly the size prepare() gave, all written). false: x holds Inf/NaN.
+bool encodeInto(const float* x, const Params& p, const std::vector<uint32_t>& idx, uint8_t* out) {
   writeHeader(out, p);
   uint8_t* body = out + kHeader;
   switch (p.codec) {
@@ -279,32 +327,38 @@ bool encodeInto(const float* x, const Params& p, uint8_t* out) {
     case kInt4:
       return quantize4(x, p.n, p.blockSize, p.stochastic, p.seed, body,
                        body + 4 * blocks(p.n, p.blockSize));
-    default: {  // top-k
-      std::vector<uint32_t> idx(p.k);
-      if (!topkSelect(x, p.n, p.k, idx.data())) return false;
+    default: {  // top-k: the kept values, then the index stream
       std::vector<float> vals(p.k);
       for (uint32_t j = 0; j < p.k; j++) vals[j] = x[idx[j]];
-      std::memcpy(body, idx.data(), 4ull * p.k);
       if (p.codec == kTopk) {
-        std::memcpy(body + 4ull * p.k, vals.data(), 4ull * p.k);
-        return true;
+        std::memcpy(body, vals.data(), 4ull * p.k);
+      } else if (!quantize(vals.data(), p.k, p.blockSize, 127.0f, p.stochastic, p.seed, body,
+                           reinterpret_cast<int8_t*>(body + 4 * blocks(p.k, p.blockSize)))) {
+        return false;
       }
-      uint8_t* scales = body + 4ull * p.k;
-      return quantize(vals.data(), p.k, p.blockSize, 127.0f, p.stochastic, p.seed, scales,
-                      reinterpret_cast<int8_t*>(scales + 4 * blocks(p.k, p.blockSize)));
+      uint8_t* o = body + sparseValueBytes(p);
+      for (uint32_t j = 0; j < p.k; j++) {
+        uint32_t v = j ? idx[j] - idx[j - 1] - 1 : idx[0];
+        while (v >= 0x80) { *o++ = uint8_t(v | 0x80); v >>= 7; }
+        *o++ = uint8_t(v);
+      }
+      return true;
     }
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Decoding. Every check the TypeScript decoder makes is made here, with the same message.
-std::string parseHeader(const uint8_t* b, size_t len, Params& p) {
+std::string parseHeader(const uint8_t* b, size_t len, Params& p, uint8_t& version) {
   if (len < kHeader)
     return "payload too short for a header (" + std::to_string(len) + " < 20 bytes)";
   if (std::memcmp(b, kMagic, 4) != 0) return "bad magic (not a fedgate compressed payload)";
-  if (b[4] != kVersion) return "unsupported format version " + std::to_string(b[4]);
+  if (b[4] != 1 && b[4] != 2) return "unsupported format version " + std::to_string(b[4]);
   if (b[5] > kTopkInt8) return "unknown codec id " + std::to_string(b[5]);
   p.codec = b[5];
+  version = b[4];
+  if (version == 2 && !sparse(p.codec))
+    return std::string("format version 2 is for top-k codecs only, not ") + kCodecNames[p.codec];
   if (b[6] & ~(quantizes(p.codec) ? kFlagStochastic : 0))
     return "unknown flags " + std::to_string(b[6]);
   if (b[7] != 0) return "reserved byte is " + std::to_string(b[7]) + ", not 0";
@@ -317,10 +371,18 @@ std::string parseHeader(const uint8_t* b, size_t len, Params& p) {
     return "block size " + std::to_string(p.blockSize) + " is invalid for " + name;
   if (sparse(p.codec) ? (p.k > p.n || (p.k == 0 && p.n > 0)) : p.k != 0)
     return "k " + std::to_string(p.k) + " is invalid for " + name + " with n " + std::to_string(p.n);
-  const uint64_t want = encodedSize(p);
-  if (len != want)
+  const uint64_t want = fixedSize(p, version);
+  if (sparse(p.codec) && version == 2) {
+    // Each index takes 1 to 5 bytes; the decoder checks that the stream fills the rest exactly.
+    const uint64_t lo = want + p.k, hi = want + maxIndexBytes(p.n, p.k);
+    if (len < lo || len > hi)
+      return "length is " + std::to_string(len) + " bytes, " + name + " with n " + std::to_string(p.n) +
+             " and k " + std::to_string(p.k) + " needs " + std::to_string(lo) + ".." + std::to_string(hi) +
+             " (truncated or padded)";
+  } else if (len != want) {
     return "length is " + std::to_string(len) + " bytes, " + name + " with n " +
            std::to_string(p.n) + " needs " + std::to_string(want) + " (truncated or padded)";
+  }
   return "";
 }
 
@@ -341,7 +403,7 @@ std::string dequantize(const uint8_t* scales, const int8_t* q, uint32_t count, u
   return "";
 }
 
-std::string decodeBody(const uint8_t* b, const Params& p, float* out) {
+std::string decodeBody(const uint8_t* b, size_t len, const Params& p, uint8_t version, float* out) {
   const uint8_t* body = b + kHeader;
   switch (p.codec) {
     case kNone:
@@ -371,7 +433,7 @@ std::string decodeBody(const uint8_t* b, const Params& p, float* out) {
       return "";
     }
     default: {  // top-k
-      const uint8_t* vals = body + 4ull * p.k;
+      const uint8_t* vals = version == 1 ? body + 4ull * p.k : body;
       std::vector<float> v(p.k);
       if (p.codec == kTopk) {
         std::memcpy(v.data(), vals, 4ull * p.k);
@@ -382,14 +444,39 @@ std::string decodeBody(const uint8_t* b, const Params& p, float* out) {
         if (!err.empty()) return err;
       }
       int64_t prev = -1;
+      if (version == 1) {  // absolute u32 indices
+        for (uint32_t j = 0; j < p.k; j++) {
+          const uint32_t i = get32(body + 4ull * j);
+          if (int64_t(i) <= prev || i >= p.n)
+            return "index " + std::to_string(i) + " at position " + std::to_string(j) +
+                   " is out of order or out of range";
+          out[i] = v[j];
+          prev = i;
+        }
+        return "";
+      }
+      const uint8_t* s = body + sparseValueBytes(p);
+      const uint8_t* end = b + len;
       for (uint32_t j = 0; j < p.k; j++) {
-        const uint32_t i = get32(body + 4ull * j);
-        if (int64_t(i) <= prev || i >= p.n)
+        uint64_t gap = 0;
+        for (uint32_t shift = 0;; shift += 7) {
+          if (s == end) return "index stream ends inside index " + std::to_string(j);
+          const uint8_t byte = *s++;
+          if (shift == 28 && byte > 0x0f) return "index " + std::to_string(j) + " overflows 32 bits";
+          gap |= uint64_t(byte & 0x7f) << shift;
+          if (!(byte & 0x80)) {
+            if (byte == 0 && shift > 0) return "index " + std::to_string(j) + " is not minimally encoded";
+            break;
+          }
+        }
+        const uint64_t i = uint64_t(prev + 1) + gap;
+        if (i >= p.n)
           return "index " + std::to_string(i) + " at position " + std::to_string(j) +
                  " is out of order or out of range";
         out[i] = v[j];
-        prev = i;
+        prev = int64_t(i);
       }
+      if (s != end) return "trailing bytes after the last index: " + std::to_string(end - s);
       return "";
     }
   }
@@ -449,10 +536,14 @@ Napi::ArrayBuffer newResult(Napi::Env env, size_t size, uint8_t** data) {
 Napi::Value Encode(const Napi::CallbackInfo& info) {
   Napi::Float32Array x;
   const Params p = readParams(info, x);
-  const size_t size = size_t(encodedSize(p));
+  std::vector<uint32_t> idx;
+  uint64_t size64 = 0;
+  if (!prepare(x.Data(), p, idx, size64))
+    throw Napi::RangeError::New(info.Env(), describeNonFinite(x.Data(), p.n));
+  const size_t size = size_t(size64);
   uint8_t* out;
   auto ab = newResult(info.Env(), size, &out);
-  if (!encodeInto(x.Data(), p, out))
+  if (!encodeInto(x.Data(), p, idx, out))
     throw Napi::RangeError::New(info.Env(), describeNonFinite(x.Data(), p.n));
   return Napi::Uint8Array::New(info.Env(), size, ab, 0);
 }
@@ -468,9 +559,15 @@ class EncodeWorker : public Napi::AsyncWorker {
 
   void Execute() override {
     try {
-      size_ = size_t(encodedSize(p_));
-      out_.reset(new uint8_t[size_]);
-      if (!encodeInto(x_.get(), p_, out_.get())) SetError("input is not finite");
+      std::vector<uint32_t> idx;
+      uint64_t size = 0;
+      if (!prepare(x_.get(), p_, idx, size)) {
+        SetError("input is not finite");
+      } else {
+        size_ = size_t(size);
+        out_.reset(new uint8_t[size_ ? size_ : 1]);
+        if (!encodeInto(x_.get(), p_, idx, out_.get())) SetError("input is not finite");
+      }
     } catch (const std::exception& e) {
       SetError(std::string("encode failed: ") + e.what());
     }
@@ -513,11 +610,12 @@ Napi::Value Decode(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, "decode(bytes): bytes must be a Uint8Array");
   auto bytes = info[0].As<Napi::Uint8Array>();
   Params p;
-  std::string err = parseHeader(bytes.Data(), bytes.ByteLength(), p);
+  uint8_t version = 0;
+  std::string err = parseHeader(bytes.Data(), bytes.ByteLength(), p, version);
   if (err.empty()) {
     uint8_t* out;  // zero-filled: top-k scatters into it
     auto ab = newResult(env, 4ull * p.n, &out);
-    err = decodeBody(bytes.Data(), p, reinterpret_cast<float*>(out));
+    err = decodeBody(bytes.Data(), bytes.ByteLength(), p, version, reinterpret_cast<float*>(out));
     if (err.empty()) return Napi::Float32Array::New(env, p.n, ab, 0);
   }
   throw Napi::Error::New(env, "corrupt payload: " + err);

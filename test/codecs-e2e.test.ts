@@ -35,20 +35,23 @@ describe('codecs end to end over MQTT', () => {
   beforeAll(async () => { broker = await startAedes(); });
   afterAll(async () => { await broker?.close(); });
 
-  it('top-k + int8 updates are over 60× smaller than float32, and each gateway persists its error-feedback residual', async () => {
+  it('top-k + int8 updates are over 100× smaller than float32, and each gateway persists its error-feedback residual', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'fg-codec-'));
     const agents = ['gw-a', 'gw-b'].map((id) => startAgent(broker.url, 'codec1', id, path.join(dir, id)));
     try {
       const report = await runAggregatorJob(job(broker.url, 'codec1', { codec: 'topk-int8', k: 0.01 }));
-      const payload = payloadBytes(P, { codec: 'topk-int8', k: 0.01 });
+      // P = 25,450, k = 255: header 20 + one scale 4 + 255 q + an index stream of 255..451 bytes.
+      expect(P).toBe(25_450);
+      const [least, most] = [20 + 4 + 255 + 255, 20 + 4 + 255 + 451];
+      expect(payloadBytes(P, { codec: 'topk-int8', k: 0.01 })).toBe(most);
       for (const r of report.rounds) {
         expect(r.participants).toBe(2);
         expect(r.tasks.map((t) => t.codec)).toEqual(['topk-int8 k=0.01', 'topk-int8 k=0.01']);
-        expect(r.bytesUp).toBeGreaterThanOrEqual(2 * payload);
-        expect(r.bytesUp).toBeLessThan(2 * (payload + 600)); // one frame each: 32-byte header + metadata
-        // 76× on the 101k-parameter default model; on this 25k-parameter one the fixed header and
-        // frame metadata weigh more: 66×.
-        expect(r.bytesUp * 60).toBeLessThan(2 * P * 4);
+        expect(r.bytesUp).toBeGreaterThanOrEqual(2 * least);
+        expect(r.bytesUp).toBeLessThan(2 * (most + 600)); // one frame each: 32-byte header + metadata
+        // ~170× on the 101k-parameter default model; on this 25k-parameter one the frame header and
+        // metadata weigh more.
+        expect(r.bytesUp * 100).toBeLessThan(2 * P * 4);
       }
       expect(report.final!.accuracy).toBeGreaterThan(0.2);
     } finally {

@@ -8,21 +8,23 @@ import { encodeFrames, FrameKind } from '../agent/transport/frame';
 const N = 101_770;
 const MBIT = 1e6 / 8; // 125,000 bytes/s
 
-// Exact wire sizes for N values, block size 256 (398 blocks), default 128 KiB frames with 32 + 256
-// bytes per frame: room for 130,784 data bytes a frame.
+// Wire sizes for N values, block size 256 (398 blocks), default 128 KiB frames with 32 + 256
+// bytes per frame: room for 130,784 data bytes a frame. Exact for dense codecs; for top-k the
+// largest the index stream can be: k bytes, plus one for each gap that can reach 128 within the
+// n - k the gaps sum to (then 16,256 more for a third byte, ...).
 const WIRE = {
   none: 20 + 4 * N + 4 * 288, // 407,100 payload in 4 frames
   int8: 20 + 4 * 398 + N + 288, // 103,670
   int4: 20 + 4 * 398 + N / 2 + 288, // 52,785
-  topkInt8_10: 20 + 4 * 10_177 + 4 * 40 + 10_177 + 288, // k = 10,177: 51,353
-  topkInt8_1: 20 + 4 * 1018 + 4 * 4 + 1018 + 288, // k = round(1017.7) = 1018: 5,414
-  topkInt8_01: 20 + 4 * 102 + 4 + 102 + 288, // k = 102: 822
-  topk_1: 20 + 8 * 1018 + 288, // 8,452
+  topkInt8_10: 20 + 4 * 40 + 10_177 + (10_177 + 715) + 288, // k = 10,177; 715 = floor(91,593 / 128): 21,537
+  topkInt8_1: 20 + 4 * 4 + 1018 + (1018 + 787) + 288, // k = round(1017.7) = 1018; 787 = floor(100,752 / 128): 3,147
+  topkInt8_01: 20 + 4 + 102 + (102 + 102 + 5) + 288, // k = 102: all 102 gaps can reach 128, 5 of them 16,384: 623
+  topk_1: 20 + 4 * 1018 + (1018 + 787) + 288, // 6,185
 };
 
 describe('chooseCodec', () => {
   it('has the exact sizes of the format plus frames', () => {
-    expect(WIRE).toEqual({ none: 408_252, int8: 103_670, int4: 52_785, topkInt8_10: 51_353, topkInt8_1: 5_414, topkInt8_01: 822, topk_1: 8_452 });
+    expect(WIRE).toEqual({ none: 408_252, int8: 103_670, int4: 52_785, topkInt8_10: 21_537, topkInt8_1: 3_147, topkInt8_01: 623, topk_1: 6_185 });
   });
 
   it('1 Mbit/s cellular, 2 s budget, 101,770 params: int8 (none would take 3.3 s)', () => {
@@ -41,11 +43,11 @@ describe('chooseCodec', () => {
     expect(pick(10 * MBIT, 2)).toEqual(['none', undefined, WIRE.none]); // 0.33 s
     expect(pick(MBIT, 3.3)).toEqual(['none', undefined, WIRE.none]); // 3.266 s fits exactly-ish
     expect(pick(MBIT, 0.83)).toEqual(['int8', undefined, WIRE.int8]); // 0.829 s
-    expect(pick(MBIT, 0.8)).toEqual(['topk-int8', 0.1, WIRE.topkInt8_10]); // int8 0.829 s > 0.8; topk 10% 0.411 s
-    expect(pick(MBIT, 0.42)).toEqual(['topk-int8', 0.1, WIRE.topkInt8_10]);
-    expect(pick(MBIT, 0.4)).toEqual(['topk-int8', 0.01, WIRE.topkInt8_1]);
-    expect(pick(50e3 / 8, 2)).toEqual(['topk-int8', 0.01, WIRE.topkInt8_1]); // LoRa backhaul 50 kbit/s: 0.87 s
-    expect(pick(1000, 2)).toEqual(['topk-int8', 0.001, WIRE.topkInt8_01]); // 8 kbit/s: 0.822 s
+    expect(pick(MBIT, 0.8)).toEqual(['topk-int8', 0.1, WIRE.topkInt8_10]); // int8 0.829 s > 0.8; topk 10% 0.172 s
+    expect(pick(MBIT, 0.173)).toEqual(['topk-int8', 0.1, WIRE.topkInt8_10]);
+    expect(pick(MBIT, 0.17)).toEqual(['topk-int8', 0.01, WIRE.topkInt8_1]);
+    expect(pick(50e3 / 8, 2)).toEqual(['topk-int8', 0.01, WIRE.topkInt8_1]); // LoRa backhaul 50 kbit/s: 0.50 s (10%: 3.4 s)
+    expect(pick(1000, 2)).toEqual(['topk-int8', 0.001, WIRE.topkInt8_01]); // 8 kbit/s: 0.623 s (1%: 3.1 s)
   });
 
   it('an expected time equal to the budget fits', () => {
@@ -57,8 +59,8 @@ describe('chooseCodec', () => {
   it('when nothing fits, takes the strongest and says so', () => {
     const d = chooseCodec({ paramCount: N, upBytesPerSecond: 100, uploadBudgetSeconds: 2 });
     expect(d.codec).toEqual({ codec: 'topk-int8', k: 0.001, blockSize: 256 });
-    expect(d.expectedBytes).toBe(822);
-    expect(d.expectedSeconds).toBeCloseTo(8.22, 10);
+    expect(d.expectedBytes).toBe(623);
+    expect(d.expectedSeconds).toBeCloseTo(6.23, 10);
     expect(d.reason).toMatch(/^nothing fits/);
   });
 
@@ -89,7 +91,7 @@ describe('chooseCodec', () => {
     const topk = chooseCodec({ paramCount: N, upBytesPerSecond: null, uploadBudgetSeconds: 2, pinned, allowed: ['int8'] });
     expect(topk.codec).toEqual(pinned);
     expect(topk.codec).not.toBe(pinned); // a copy
-    expect(topk.expectedBytes).toBe(20 + 8 * 5089 + 288); // k = round(5088.5) = 5089
+    expect(topk.expectedBytes).toBe(20 + 4 * 5089 + (5089 + 755) + 288); // k = round(5088.5) = 5089; 755 = floor(96,681 / 128)
     expect(topk.expectedSeconds).toBeNull();
     expect(topk.reason).toMatch(/^pinned topk k=0.05 .*link speed unknown/);
 
@@ -146,12 +148,35 @@ describe('chooseCodec', () => {
 });
 
 describe('chooser sizes match the real encoder and frames', () => {
-  it('payloadBytes equals the length encode() produces, for every rung and odd lengths', () => {
+  it('payloadBytes equals the length encode() produces for dense codecs, and bounds it for top-k, for every rung and odd lengths', () => {
     for (const n of [1, 3, 7, 255, 256, 257, 4097, 10_001]) {
       const x = Float32Array.from({ length: n }, (_, i) => Math.sin(i * 1.7) * (1 + (i % 13)));
       for (const rung of CODEC_LADDER) {
-        for (const c of rung) expect(payloadBytes(n, c), `${c.codec} k=${c.k} n=${n}`).toBe(encode(x, c).length);
+        for (const c of rung) {
+          const len = encode(x, c).length;
+          if (c.codec === 'topk' || c.codec === 'topk-int8') expect(len, `${c.codec} k=${c.k} n=${n}`).toBeLessThanOrEqual(payloadBytes(n, c));
+          else expect(payloadBytes(n, c), `${c.codec} n=${n}`).toBe(len);
+        }
       }
+    }
+  });
+
+  it('the top-k bound is reached by the worst spacing and never exceeded', () => {
+    // n 300, k 2: the gaps sum to at most 298, so both can be 128 (2 bytes each): values at 128 and 257.
+    const worst = new Float32Array(300);
+    worst[128] = 1;
+    worst[257] = -1;
+    const k = 2 / 300;
+    expect(payloadBytes(300, { codec: 'topk', k })).toBe(20 + 8 + 4);
+    expect(encode(worst, { codec: 'topk', k }).length).toBe(20 + 8 + 4);
+    // Random positions and sizes: the stream stays within the bound.
+    let seed = 7;
+    const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    for (let t = 0; t < 200; t++) {
+      const n = 1 + Math.floor(rand() * 40_000);
+      const x = Float32Array.from({ length: n }, () => (rand() < 0.5 ? rand() * 1e-3 : rand() ** 8));
+      const c: CodecOptions = { codec: rand() < 0.5 ? 'topk' : 'topk-int8', k: Math.max(1e-4, rand() ** 3) };
+      expect(encode(x, c).length, `${c.codec} k=${c.k} n=${n}`).toBeLessThanOrEqual(payloadBytes(n, c));
     }
   });
 

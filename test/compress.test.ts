@@ -8,7 +8,7 @@ import {
 } from '../agent/compress';
 import { loadNative } from '../agent/compress/native';
 import {
-  BAD_INPUTS, BAD_OPTIONS, BLOCK_SIZES, CORRUPTIONS, GOLDEN, GOLDEN_INPUT, LENGTHS, NON_FINITE, SEEDS, gradient,
+  BAD_INPUTS, BAD_OPTIONS, BLOCK_SIZES, CORRUPTIONS, GOLDEN, GOLDEN_INPUT, GOLDEN_V1, LENGTHS, NON_FINITE, SEEDS, gradient,
 } from './compress.vectors';
 
 const hex = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
@@ -49,6 +49,19 @@ describe.each(backends)('%s backend', (name, maybeCodec) => {
   it('matches the frozen golden encodings', () => {
     const x = Float32Array.from(GOLDEN_INPUT);
     for (const g of GOLDEN) expect(hex(codec.encode(x, g.opts)), JSON.stringify(g.opts)).toBe(g.hex);
+  });
+
+  it('still decodes version 1 top-k payloads (absolute indices), and checks them as before', () => {
+    for (const g of GOLDEN_V1) {
+      const bytes = Uint8Array.from(Buffer.from(g.hex, 'hex'));
+      expect(Array.from(codec.decode(bytes)), g.codec).toEqual(g.decoded);
+      expect(codecOf(bytes)).toBe(g.codec);
+      // Index 1 repeated at position 2.
+      const repeated = bytes.slice();
+      new DataView(repeated.buffer).setUint32(28, 1, true);
+      expect(() => codec.decode(repeated)).toThrow(/index 1 at position 2 is out of order or out of range/);
+      expect(() => codec.decode(bytes.slice(0, -1))).toThrow(/length is \d+ bytes, topk(-int8)? with n 7 needs \d+ \(truncated or padded\)/);
+    }
   });
 
   it('round-trips deterministic int8/int4 within half a step, for every length and block size', () => {

@@ -33,8 +33,16 @@ export const GOLDEN: { opts: CodecOptions; hex: string }[] = [
   { opts: { codec: 'int4', blockSize: 4 }, hex: '4647435a010200000700000004000000000000002549123e9324893f93020307' },
   { opts: { codec: 'int8', blockSize: 4, stochastic: true, seed: 7 }, hex: '4647435a010101000700000004000000000000000502013cc8e3713d4081200033ff7f' },
   { opts: { codec: 'int4', blockSize: 3, stochastic: true, seed: 7 }, hex: '4647435a010201000700000003000000000000002549123eb76ddb3e9324893f94020707' },
-  { opts: { codec: 'topk', k: 0.5 }, hex: '4647435a01030000070000000000000004000000000000000100000004000000060000000000003f000080bf000040400000f040' },
-  { opts: { codec: 'topk-int8', k: 0.5, blockSize: 2 }, hex: '4647435a01040000070000000200000004000000000000000100000004000000060000000502013cc8e3713d3f81337f' },
+  // Version 2: the kept values (0.5, -1, 3, 7.5 at 0, 1, 4, 6), then the index stream 00 00 02 01
+  // (the first index, then each gap minus one, LEB128).
+  { opts: { codec: 'topk', k: 0.5 }, hex: '4647435a020300000700000000000000040000000000003f000080bf000040400000f04000000201' },
+  { opts: { codec: 'topk-int8', k: 0.5, blockSize: 2 }, hex: '4647435a020400000700000002000000040000000502013cc8e3713d3f81337f00000201' },
+];
+
+/** Version 1 top-k payloads (absolute u32 indices before the values), as agents before version 2 sent them: still decoded. */
+export const GOLDEN_V1: { codec: CodecOptions['codec']; hex: string; decoded: number[] }[] = [
+  { codec: 'topk', hex: '4647435a01030000070000000000000004000000000000000100000004000000060000000000003f000080bf000040400000f040', decoded: [0.5, -1, 0, 0, 3, 0, 7.5] },
+  { codec: 'topk-int8', hex: '4647435a01040000070000000200000004000000000000000100000004000000060000000502013cc8e3713d3f81337f', decoded: [Math.fround(0.4960630536079407), Math.fround(-1.0000001192092896), 0, 0, Math.fround(3.0118110179901123), 0, 7.5] },
 ];
 
 /** Options that must be refused before any work, with the error class and message. */
@@ -82,7 +90,9 @@ export const CORRUPTIONS: Corruption[] = [
   { name: 'empty', opts: { codec: 'int8' }, n: 10, mutate: () => new Uint8Array(0), message: /payload too short for a header \(0 < 20 bytes\)/ },
   { name: 'header cut', opts: { codec: 'int8' }, n: 10, mutate: (b) => b.slice(0, 19), message: /payload too short for a header \(19 < 20 bytes\)/ },
   { name: 'bad magic', opts: { codec: 'int8' }, n: 10, mutate: poke(0, 0x00), message: /bad magic/ },
-  { name: 'future version', opts: { codec: 'int8' }, n: 10, mutate: poke(4, 2), message: /unsupported format version 2/ },
+  { name: 'future version', opts: { codec: 'int8' }, n: 10, mutate: poke(4, 3), message: /unsupported format version 3/ },
+  { name: 'version 2 on a dense codec', opts: { codec: 'int8' }, n: 10, mutate: poke(4, 2), message: /format version 2 is for top-k codecs only, not int8/ },
+  { name: 'version 0', opts: { codec: 'topk' }, n: 10, mutate: poke(4, 0), message: /unsupported format version 0/ },
   { name: 'unknown codec', opts: { codec: 'int8' }, n: 10, mutate: poke(5, 9), message: /unknown codec id 9/ },
   { name: 'unknown flag', opts: { codec: 'int8' }, n: 10, mutate: poke(6, 0x82), message: /unknown flags 130/ },
   { name: 'stochastic flag on topk', opts: { codec: 'topk' }, n: 10, mutate: poke(6, 1), message: /unknown flags 1/ },
@@ -100,9 +110,19 @@ export const CORRUPTIONS: Corruption[] = [
   { name: 'int8 -128', opts: { codec: 'int8', blockSize: 4 }, n: 10, mutate: poke(-1, 0x80), message: /int8 value -128 in block 2 \(range is -127..127\)/ },
   { name: 'int4 -8', opts: { codec: 'int4', blockSize: 4 }, n: 10, mutate: poke(-1, 0x08), message: /int4 value -8 in block 2 \(range is -7..7\)/ },
   { name: 'int4 padding', opts: { codec: 'int4', blockSize: 4 }, n: 9, mutate: (b) => { const c = b.slice(); c[c.length - 1] |= 0x10; return c; }, message: /int4 padding nibble is not 0/ },
-  { name: 'topk index out of range', opts: { codec: 'topk', k: 0.3 }, n: 10, mutate: u32(24, 10), message: /index 10 at position 1 is out of order or out of range/ },
-  { name: 'topk index repeated', opts: { codec: 'topk', k: 0.3 }, n: 10, mutate: (b) => { const c = b.slice(); const dv = new DataView(c.buffer); dv.setUint32(24, dv.getUint32(20, true), true); return c; }, message: /at position 1 is out of order or out of range/ },
-  { name: 'topk NaN value', opts: { codec: 'topk', k: 0.3 }, n: 10, mutate: u32(32, 0x7fc00000), message: /value is not finite/ },
+  // topk n 10, k 3: values at 20..31, then three 1-byte gaps at 32..34.
+  { name: 'topk index out of range', opts: { codec: 'topk', k: 0.3 }, n: 10, mutate: poke(32, 10), message: /index 10 at position 0 is out of order or out of range/ },
+  { name: 'topk NaN value', opts: { codec: 'topk', k: 0.3 }, n: 10, mutate: u32(24, 0x7fc00000), message: /value is not finite/ },
+  { name: 'topk stream cut', opts: { codec: 'topk', k: 0.3 }, n: 10, mutate: (b) => b.slice(0, -1), message: /length is 34 bytes, topk with n 10 and k 3 needs 35..35 \(truncated or padded\)/ },
+  // topk n 1000, k 10: 40 bytes of values at 20..59, then the index stream 05 60 60 60 60 60 60 60 60
+  // c1 01 (5, then gaps of 96 up to 781, then 193: 975); it may take up to 17 bytes (maxIndexBytes).
+  { name: 'topk gaps past n', opts: { codec: 'topk', k: 0.01 }, n: 1000, mutate: poke(-2, 0xff), message: /index 1037 at position 9 is out of order or out of range/ },
+  { name: 'topk stream ends inside an index', opts: { codec: 'topk', k: 0.01 }, n: 1000, mutate: poke(-1, 0x81), message: /index stream ends inside index 9/ },
+  { name: 'topk index not minimal', opts: { codec: 'topk-int8', k: 0.01 }, n: 1000, mutate: (b) => { const c = Uint8Array.from([...b, 0]); c[c.length - 2] |= 0x80; return c; }, message: /index 9 is not minimally encoded/ },
+  { name: 'topk index over 32 bits', opts: { codec: 'topk', k: 0.01 }, n: 1000, mutate: (b) => Uint8Array.from([...b.slice(0, -1), 0xff, 0xff, 0xff, 0xff, 0x10]), message: /index 9 overflows 32 bits/ },
+  { name: 'topk trailing byte', opts: { codec: 'topk', k: 0.01 }, n: 1000, mutate: (b) => Uint8Array.from([...b, 0]), message: /trailing bytes after the last index: 1/ },
+  { name: 'topk stream over its longest', opts: { codec: 'topk', k: 0.01 }, n: 1000, mutate: (b) => Uint8Array.from([...b, 1, 2, 3, 4, 5, 6, 7, 8]), message: /length is 79 bytes, topk with n 1000 and k 10 needs 70..77/ },
   { name: 'none Inf value', opts: { codec: 'none' }, n: 10, mutate: u32(20, 0x7f800000), message: /value is not finite/ },
-  { name: 'topk-int8 -128', opts: { codec: 'topk-int8', k: 0.3 }, n: 10, mutate: poke(-2, 0x80), message: /int8 value -128 in block 0/ },
+  // topk-int8 n 10, k 3: a scale at 20, q at 24..26, gaps at 27..29.
+  { name: 'topk-int8 -128', opts: { codec: 'topk-int8', k: 0.3 }, n: 10, mutate: poke(-4, 0x80), message: /int8 value -128 in block 0/ },
 ];

@@ -75,7 +75,7 @@ export function codecLabel(c: CodecOptions): string {
   return parts.join(' ');
 }
 
-/** Exact encoded payload size (FORMAT.md) of `paramCount` values under `c`, with the facade's defaults. */
+/** Encoded payload size (FORMAT.md) of `paramCount` values under `c`, with the facade's defaults: exact for dense codecs, for top-k the largest it can be (its index stream depends on where the kept values are). */
 export function payloadBytes(paramCount: number, c: CodecOptions): number {
   const codec = CODECS.indexOf(c.codec) as CodecId;
   if (codec < 0) throw new RangeError(`codec '${String(c.codec)}' is not one of ${CODECS.join(', ')}`);

@@ -10,7 +10,7 @@ import { active } from './codec';
 import { readHeader } from './format';
 
 export type { CodecName } from './format';
-export { CorruptPayloadError, FORMAT_VERSION } from './format';
+export { CorruptPayloadError, FORMAT_VERSION, maxIndexBytes } from './format';
 export type { Bytes, Codec, CodecOptions, Floats } from './codec';
 export {
   ASYNC_THRESHOLD, DEFAULT_BLOCK_SIZE, DEFAULT_K, backend, backendReason, codecOf, nativeCodec, typescriptCodec,

@@ -6,7 +6,8 @@
  * their bit patterns, and the stochastic-rounding noise is the same integer hash.
  */
 import {
-  CodecId, CorruptPayloadError, HEADER_BYTES, blocks, encodedSize, readHeader, writeHeader, type Params,
+  CodecId, CorruptPayloadError, HEADER_BYTES, blocks, encodedSize, indexStreamBytes, readHeader, sparse, sparseValueBytes,
+  writeHeader, type Params,
 } from './format';
 
 const fround = Math.fround;
@@ -143,7 +144,8 @@ function topkSelect(x: Float32Array, k: number): Uint32Array {
 }
 
 function encode(x: Float32Array, p: Params): Uint8Array {
-  const size = encodedSize(p);
+  const idx = sparse(p.codec) ? topkSelect(x, p.k) : undefined;
+  const size = encodedSize(p, idx && indexStreamBytes(idx));
   // Every byte is written below, so skip the zero fill (as the addon does).
   const out = new Uint8Array(Buffer.allocUnsafeSlow(size).buffer, 0, size);
   writeHeader(out, p);
@@ -169,17 +171,24 @@ function encode(x: Float32Array, p: Params): Uint8Array {
     }
     case CodecId.Topk:
     case CodecId.TopkInt8: {
-      const idx = topkSelect(x, p.k);
+      // The kept values, then the index stream (FORMAT.md, version 2).
       const vals = new Float32Array(p.k);
-      for (let j = 0; j < p.k; j++) vals[j] = x[idx[j]];
-      new Uint32Array(out.buffer, body, p.k).set(idx);
-      const off = body + 4 * p.k;
+      for (let j = 0; j < p.k; j++) vals[j] = x[idx![j]];
       if (p.codec === CodecId.Topk) {
-        new Float32Array(out.buffer, off, p.k).set(vals);
+        new Float32Array(out.buffer, body, p.k).set(vals);
       } else {
         const kb = blocks(p.k, p.blockSize);
         quantize(vals, p.blockSize, 127, p.stochastic, p.seed,
-          new Float32Array(out.buffer, off, kb), new Int8Array(out.buffer, off + 4 * kb, p.k));
+          new Float32Array(out.buffer, body, kb), new Int8Array(out.buffer, body + 4 * kb, p.k));
+      }
+      let o = body + sparseValueBytes(p);
+      for (let j = 0; j < p.k; j++) {
+        let v = j ? idx![j] - idx![j - 1] - 1 : idx![0];
+        while (v >= 0x80) {
+          out[o++] = (v & 0x7f) | 0x80;
+          v >>>= 7;
+        }
+        out[o++] = v;
       }
       break;
     }
@@ -200,6 +209,30 @@ function dequantize(scales: Float32Array, q: Int8Array, bs: number, out: Float32
     }
     if (bad) throw new CorruptPayloadError(`int8 value -128 in block ${b} (range is -127..127)`);
   }
+}
+
+/** Reads the k LEB128 gaps from `start` to the end of `b` and puts v[j] at the j-th index. */
+function scatterIndexStream(b: Uint8Array, start: number, n: number, v: Float32Array, out: Float32Array): void {
+  let s = start;
+  let prev = -1;
+  for (let j = 0; j < v.length; j++) {
+    let gap = 0;
+    for (let shift = 0; ; shift += 7) {
+      if (s === b.length) throw new CorruptPayloadError(`index stream ends inside index ${j}`);
+      const byte = b[s++];
+      if (shift === 28 && byte > 0x0f) throw new CorruptPayloadError(`index ${j} overflows 32 bits`);
+      gap += (byte & 0x7f) * 2 ** shift;
+      if (!(byte & 0x80)) {
+        if (byte === 0 && shift > 0) throw new CorruptPayloadError(`index ${j} is not minimally encoded`);
+        break;
+      }
+    }
+    const i = prev + 1 + gap;
+    if (i >= n) throw new CorruptPayloadError(`index ${i} at position ${j} is out of order or out of range`);
+    out[i] = v[j];
+    prev = i;
+  }
+  if (s !== b.length) throw new CorruptPayloadError(`trailing bytes after the last index: ${b.length - s}`);
 }
 
 function decode(bytes: Uint8Array): Float32Array {
@@ -240,7 +273,7 @@ function decode(bytes: Uint8Array): Float32Array {
     }
     case CodecId.Topk:
     case CodecId.TopkInt8: {
-      const off = body + 4 * h.k;
+      const off = h.version === 1 ? body + 4 * h.k : body;
       let v: Float32Array;
       if (h.codec === CodecId.Topk) {
         if (maxAbsBits(new Uint32Array(b.buffer, off, h.k), 0, h.k) >= NONFINITE) throw new CorruptPayloadError('value is not finite');
@@ -250,14 +283,19 @@ function decode(bytes: Uint8Array): Float32Array {
         v = new Float32Array(h.k);
         dequantize(new Float32Array(b.buffer, off, kb), new Int8Array(b.buffer, off + 4 * kb, h.k), h.blockSize, v);
       }
-      const idx = new Uint32Array(b.buffer, body, h.k);
-      let prev = -1;
-      for (let j = 0; j < h.k; j++) {
-        const i = idx[j];
-        if (i <= prev || i >= h.n) throw new CorruptPayloadError(`index ${i} at position ${j} is out of order or out of range`);
-        out[i] = v[j];
-        prev = i;
+      if (h.version === 1) {
+        // Absolute u32 indices (written before version 2).
+        const idx = new Uint32Array(b.buffer, body, h.k);
+        let prev = -1;
+        for (let j = 0; j < h.k; j++) {
+          const i = idx[j];
+          if (i <= prev || i >= h.n) throw new CorruptPayloadError(`index ${i} at position ${j} is out of order or out of range`);
+          out[i] = v[j];
+          prev = i;
+        }
+        break;
       }
+      scatterIndexStream(b, body - b.byteOffset + sparseValueBytes(h), h.n, v, out);
       break;
     }
   }
