@@ -81,7 +81,6 @@ async function overlayConfigFile(o: Opts, cmd: Command): Promise<Opts> {
 export function buildCli(): Command {
   const program = new Command('fedgate')
     .description('Federated learning for fleets of IoT edge gateways')
-    .showHelpAfterError()
     .hook('preAction', (_cmd, action) => setLogLevel(action.opts().logLevel ?? 'warn'));
 
   jobOptions(brokerOptions(program.command('simulate').description('run a whole fleet on this machine: embedded broker, aggregator, one process per gateway'), false))
@@ -135,8 +134,15 @@ export function buildCli(): Command {
   addConfigCommand(program);
   addProfileCommand(program);
   addInstallServiceCommand(program);
+  hintHelpOnError(program);
 
   return program;
+}
+
+/** A usage error gets its one line and where to read more, not the whole help under it. */
+function hintHelpOnError(cmd: Command, name = cmd.name()): void {
+  cmd.showHelpAfterError(`(see ${name} --help)`);
+  for (const sub of cmd.commands) hintHelpOnError(sub, `${name} ${sub.name()}`);
 }
 
 if (require.main === module) {

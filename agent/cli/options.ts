@@ -15,9 +15,18 @@ export function positive(value: string): number {
   return n;
 }
 
+/** A fraction in (0, 1]: quantiles, shares. */
+export function fraction(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n <= 0 || n > 1) throw new InvalidArgumentError(`expected a number above 0 and at most 1, got "${value}"`);
+  return n;
+}
+
+/** "128,64": every item a whole number ≥ 1, no empty items (a typo like "128,,64" must not drop a layer). */
 export function intList(value: string): number[] {
-  const parts = value.split(',').map((s) => s.trim()).filter(Boolean);
-  return parts.map((p) => int(1)(p));
+  const parts = value.split(',').map((s) => s.trim());
+  if (parts.some((p) => !/^\d+$/.test(p) || Number(p) < 1 || !Number.isSafeInteger(Number(p)))) throw new InvalidArgumentError(`expected comma-separated whole numbers of 1 or more, e.g. 128,64; got "${value}"`);
+  return parts.map(Number);
 }
 
 const CODECS: CodecName[] = ['none', 'int8', 'int4', 'topk', 'topk-int8'];
@@ -68,7 +77,7 @@ export function jobOptions(cmd: Command): Command {
     .addOption(new Option('--codec <codec>', 'update compression: auto (per node, from its link: int8 or stronger), or pinned: none, int8, int4[:stochastic], topk[:k], topk-int8[:k]').argParser(parseCodecOrAuto).default('auto'))
     .addOption(new Option('--strategy <name>', 'balanced: hardware-aware selection and deadline-sized work; fedavg: random K, fixed epochs, wait for all').choices(['balanced', 'fedavg']).default('balanced'))
     .option('--overcommit <x>', 'balanced: select this many times K and close at K results', positive, 1.3)
-    .option('--target-quantile <q>', 'balanced: round target = this quantile of the nodes\' full-work times', positive, 0.5)
+    .option('--target-quantile <q>', 'balanced: round target = this quantile of the nodes\' full-work times, in (0, 1]', fraction, 0.5)
     .option('--max-idle-rounds <n>', 'balanced: no eligible node is left out longer (0: 3 × fleet / slots)', int(0), 0)
     .option('--fold-late', 'fold updates that miss their round into the next one, staleness-weighted (default: drop them)')
     .option('--deadline <seconds>', 'fedavg: each round\'s deadline; balanced: the longest deadline a round may get', positive, 120)
