@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { mosquittoMissing } from './helpers/brokers';
@@ -187,6 +187,50 @@ suite('gateway management over MQTT (mosquitto CLI against a real agent process)
     expect(cfg.data.config.training.maxTemperatureC).toBe(75);
   });
 
+  it('a version beyond 2^53 - 1 is refused with a clear error; the fleet and node layers, set_config and the state file stay as they were', async () => {
+    const before = readFileSync(path.join(stateDir, 'applied-config.json'), 'utf8');
+    let from = agent.lines.length;
+    await pubRetained('fedgate/default/config', '{"version": 1e308, "config": {"logging": {"level": "error"}}}');
+    const fleet = await agent.waitForLog('fleet config refused', () => true, 10_000, from);
+    expect(fleet.err).toBe('fleet config: version must be a whole number from 1 to 9007199254740991 (2^53 - 1), got 1e+308');
+    // 2^53 + 1 parses as 2^53: one past the largest version a JSON number holds exactly.
+    from = agent.lines.length;
+    await pubRetained(`${BASE}/config`, '{"version": 9007199254740993, "config": {"training": {"maxTemperatureC": 70}}}');
+    const node = await agent.waitForLog('node config refused', () => true, 10_000, from);
+    expect(node.err).toBe('node config: version must be a whole number from 1 to 9007199254740991 (2^53 - 1), got 9007199254740992');
+    let cfg = await rr('get_config', '{}');
+    expect(cfg.data.versions).toEqual({ fleet: 5, node: 2 });
+    expect(cfg.data.config.logging.level).toBe('debug');
+    expect(cfg.data.config.training.maxTemperatureC).toBe(75);
+    expect(readFileSync(path.join(stateDir, 'applied-config.json'), 'utf8')).toBe(before);
+
+    // Still configurable by request (this is what the tester saw refused).
+    expect(await rr('set_config', '{"transaction":"s","data":{"compression":{"k":0.5}}}')).toEqual({ status: 'ok', data: { changed: ['compression.k'], restartRequired: [], config: expect.objectContaining({ compression: { k: 0.5 } }) }, transaction: 's' });
+    expect(await rr('set_config', '{"transaction":"s2","data":{"compression":{"k":null}}}')).toMatchObject({ status: 'ok', data: { changed: ['compression.k'] }, transaction: 's2' });
+    // Back to what the broker held before (both already applied: nothing changes).
+    await pubRetained('fedgate/default/config', '{"version":5,"config":{"training":{"maxTemperatureC":70,"minBatteryPercent":30}}}');
+    await pubRetained(`${BASE}/config`, '{"version":2,"config":{"training":{"maxTemperatureC":75}}}');
+    cfg = await rr('get_config', '{}');
+    expect(cfg.data.versions).toEqual({ fleet: 5, node: 2 });
+  });
+
+  it('a retained node layer is validated on its own: one that a set_config value hides is refused, not stored', async () => {
+    expect(await rr('set_config', '{"transaction":"h1","data":{"training":{"threads":2}}}')).toMatchObject({ status: 'ok', data: { changed: ['training.threads'], restartRequired: ['training.threads'] }, transaction: 'h1' });
+    const from = agent.lines.length;
+    await pubRetained(`${BASE}/config`, '{"version": 4, "config": {"training": {"threads": 0}}}');
+    const refused = await agent.waitForLog('config refused; previous settings stay in force', () => true, 10_000, from);
+    expect(refused).toMatchObject({ kind: 'node', version: 4, err: 'invalid configuration, nothing changed: training.threads: must be >= 1' });
+    const cfg = await rr('get_config', '{}');
+    expect(cfg.data.versions).toEqual({ fleet: 5, node: 2 });
+    expect(cfg.data.config.training).toEqual({ threads: 2, maxCpuLoad: 1, minBatteryPercent: 30, maxTemperatureC: 75, paused: false });
+    const stored = JSON.parse(readFileSync(path.join(stateDir, 'applied-config.json'), 'utf8'));
+    expect(stored.config.node).toEqual({ version: 2, config: { training: { maxTemperatureC: 75 } } });
+    expect(stored.sources).toEqual({ fleet: 5, node: 2 });
+    // The set_config value removed again (null: back to the process's own); the retained v4 stays refused.
+    expect(await rr('set_config', '{"transaction":"h2","data":{"training":{"threads":null}}}')).toMatchObject({ status: 'ok', data: { changed: ['training.threads'] }, transaction: 'h2' });
+    await pubRetained(`${BASE}/config`, '{"version":2,"config":{"training":{"maxTemperatureC":75}}}');
+  });
+
   it('SIGTERM, then a restart: the applied config is back from the state directory; a replayed older config is still ignored', async () => {
     agent.kill('SIGTERM');
     expect(await agent.exited).toEqual({ code: 0, signal: null });
@@ -240,5 +284,90 @@ suite('gateway management over MQTT (mosquitto CLI against a real agent process)
     const after = await run('mosquitto_sub', [...H, '-t', stateTopic, '-t', `${BASE}/profile`, '-C', '1', '-W', '2']);
     expect(after.stdout).toBe('');
     expect(after.code).toBe(27);
+  });
+});
+
+suite('gateway management: a state directory holding versions an older build could store', { timeout: 30_000 }, () => {
+  let broker: LoggedBroker;
+  let agent: AgentProcess | undefined;
+  let H: string[];
+  const node = 'gw-t2';
+  const base = `fedgate/default/node/${node}`;
+  const rr = async (action: string, message: string) => {
+    const r = await run('mosquitto_rr', [...H, '-t', `${base}/request/${action}`, '-e', `${base}/response/cli`, '-m', message, '-W', '10']);
+    expect(r.code, r.stderr).toBe(0);
+    return JSON.parse(r.stdout);
+  };
+  const launchWith = async (applied: string) => {
+    const stateDir = mkdtempSync(path.join(tmpdir(), 'fg-gw-mgmt-old-'));
+    writeFileSync(path.join(stateDir, 'applied-config.json'), applied, { mode: 0o600 });
+    agent = startAgent(['--broker', broker.url, '--node-id', node, '--state-dir', stateDir, '--max-samples', '300', '--max-cpu-load', '1', '--protocol-version', '5', '--log-level', 'info']);
+    await agent.waitForLog('agent started');
+    return stateDir;
+  };
+  const stopAgent = async () => {
+    agent?.kill('SIGTERM');
+    await agent?.exited;
+    agent = undefined;
+  };
+
+  beforeAll(async () => {
+    broker = await startLoggedMosquitto();
+    H = ['-h', '127.0.0.1', '-p', String(broker.port)];
+  }, 60_000);
+
+  afterAll(async () => {
+    agent?.kill('SIGKILL');
+    await broker?.stop();
+  });
+
+  it('a state file whose version is 1e+308 is moved aside with a logged error; the agent starts and takes configuration', async () => {
+    const stateDir = await launchWith('{"version": 1e+308, "sources": {"fleet": 1e+308, "node": 0}, "appliedAt": "2025-01-01T00:00:00.000Z", "config": {"fleet": {"version": 1e+308, "config": {"logging": {"level": "error"}}}}}\n');
+    const corrupt = agent!.lines.find((l) => l.msg === 'stored configuration is corrupt; starting without the layers applied over MQTT');
+    expect(corrupt?.err).toMatch(/^state file .*applied-config\.json is corrupt \(version must be a whole number from 0 to 9007199254740991 \(2\^53 - 1\), got 1e\+308\); it was moved aside to .*applied-config\.json\.corrupt-\S+ and was not used$/);
+    expect(await rr('set_config', '{"transaction":"a","data":{"training":{"maxTemperatureC":70}}}')).toMatchObject({ status: 'ok', data: { changed: ['training.maxTemperatureC'] }, transaction: 'a' });
+    const from = agent!.lines.length;
+    await run('mosquitto_pub', [...H, '-t', `${base}/config`, '-r', '-q', '1', '-m', '{"version": 9007199254740991, "config": {"training": {"minBatteryPercent": 25}}}']);
+    await agent!.waitForLog('config applied', (l) => l.kind === 'node' && l.version === 9007199254740991, 10_000, from);
+    const cfg = await rr('get_config', '{}');
+    expect(cfg.data.versions).toEqual({ fleet: 0, node: 9007199254740991 });
+    expect(cfg.data.config.training).toMatchObject({ maxTemperatureC: 70, minBatteryPercent: 25 });
+    expect(JSON.parse(readFileSync(path.join(stateDir, 'applied-config.json'), 'utf8'))).toMatchObject({ version: 9007199254740991, sources: { fleet: 0, node: 9007199254740991 } });
+    await stopAgent();
+    await run('mosquitto_pub', [...H, '-t', `${base}/config`, '-r', '-n']);
+  });
+
+  it('stored layers with a version beyond 2^53 - 1, or invalid on their own, are dropped with a logged error; the rest stay in force', async () => {
+    // node: 2^53 + 1 (stored by a build that did not check); fleet: threads 0, hidden by a set_config of 2 (stored by a build that only checked the stack).
+    const stateDir = await launchWith(JSON.stringify({
+      version: 7,
+      sources: { fleet: 3, node: 7 },
+      appliedAt: '2025-01-01T00:00:00.000Z',
+      config: {
+        fleet: { version: 3, config: { training: { threads: 0 } } },
+        node: { version: 7, config: { training: { minBatteryPercent: 40 } } },
+        local: { training: { threads: 2 } },
+      },
+    }).replace('"version":7,"config"', '"version":9007199254740993,"config"'));
+    const dropped = agent!.lines.filter((l) => l.msg === 'stored configuration layers are invalid now; ignoring those');
+    expect(dropped.length).toBeGreaterThan(0);
+    expect(dropped[dropped.length - 1].issues).toEqual([
+      'stored node config: version must be a whole number from 1 to 9007199254740991 (2^53 - 1), got 9007199254740992',
+      'stored fleet config: training.threads: must be >= 1',
+    ]);
+    let cfg = await rr('get_config', '{}');
+    expect(cfg.data.versions).toEqual({ fleet: 0, node: 0 });
+    expect(cfg.data.config.training).toEqual({ threads: 2, maxCpuLoad: 1, minBatteryPercent: 20, maxTemperatureC: 80, paused: false });
+    // New layers are accepted; the state file's version does not go below the 7 stored.
+    const from = agent!.lines.length;
+    await run('mosquitto_pub', [...H, '-t', 'fedgate/default/config', '-r', '-q', '1', '-m', '{"version": 1, "config": {"training": {"minBatteryPercent": 35}}}']);
+    await agent!.waitForLog('config applied', (l) => l.kind === 'fleet' && l.version === 1, 10_000, from);
+    cfg = await rr('get_config', '{}');
+    expect(cfg.data.versions).toEqual({ fleet: 1, node: 0 });
+    expect(cfg.data.config.training.minBatteryPercent).toBe(35);
+    const stored = JSON.parse(readFileSync(path.join(stateDir, 'applied-config.json'), 'utf8'));
+    expect(stored).toMatchObject({ version: 7, sources: { fleet: 1, node: 0 }, config: { fleet: { version: 1, config: { training: { minBatteryPercent: 35 } } }, local: { training: { threads: 2 } } } });
+    expect(stored.config.node).toBeUndefined();
+    await stopAgent();
   });
 });

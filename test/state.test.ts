@@ -102,7 +102,11 @@ describe('applied config', () => {
     await s.saveAppliedConfig(3, { training: { threads: 2 } }, { fleet: 1, node: 2 });
     await s.saveAppliedConfig(3, { training: { threads: 2 } }, { fleet: 1, node: 2 });
     await expect(s.saveAppliedConfig(2, {})).rejects.toThrow('config version 2 is older than the applied version 3');
-    await expect(s.saveAppliedConfig(-1, {})).rejects.toThrow('config version must be a whole number >= 0, got -1');
+    await expect(s.saveAppliedConfig(-1, {})).rejects.toThrow('config version must be a whole number from 0 to 9007199254740991 (2^53 - 1), got -1');
+    // Beyond 2^53 - 1 a double no longer tells versions apart: refused, and the stored file is untouched.
+    await expect(s.saveAppliedConfig(1e308, {})).rejects.toThrow('config version must be a whole number from 0 to 9007199254740991 (2^53 - 1), got 1e+308');
+    await expect(s.saveAppliedConfig(2 ** 53, {})).rejects.toThrow('config version must be a whole number from 0 to 9007199254740991 (2^53 - 1), got 9007199254740992');
+    await expect(s.saveAppliedConfig(3, {}, { fleet: 1e308 })).rejects.toThrow('config version 3 with sources: fleet must be a whole number from 0 to 9007199254740991 (2^53 - 1), got 1e+308');
     await s.close();
     const again = await openState(dir);
     const applied = await again.appliedConfig();
@@ -118,8 +122,13 @@ describe('applied config', () => {
     expect(err).toBeInstanceOf(CorruptStateError);
     expect(err.message).toMatch(/applied-config\.json is corrupt \(.*JSON.*\); it was moved aside to .*applied-config\.json\.corrupt-.*Z and was not used$/);
     writeFileSync(path.join(dir, 'applied-config.json'), '{"version": "3", "appliedAt": "x", "config": {}}');
-    await expect(s.appliedConfig()).rejects.toThrow('(version must be a whole number >= 0, got "3")');
-    expect(readdirSync(dir).filter((f) => f.startsWith('applied-config.json.corrupt-'))).toHaveLength(2);
+    await expect(s.appliedConfig()).rejects.toThrow('(version must be a whole number from 0 to 9007199254740991 (2^53 - 1), got "3")');
+    // As an older build could write it: a version JSON cannot hold exactly.
+    writeFileSync(path.join(dir, 'applied-config.json'), '{"version": 1e+308, "appliedAt": "x", "config": {}}');
+    await expect(s.appliedConfig()).rejects.toThrow('(version must be a whole number from 0 to 9007199254740991 (2^53 - 1), got 1e+308)');
+    writeFileSync(path.join(dir, 'applied-config.json'), '{"version": 3, "sources": {"node": 9007199254740993}, "appliedAt": "x", "config": {}}');
+    await expect(s.appliedConfig()).rejects.toThrow('(sources must map names to versions (a whole number from 0 to 9007199254740991 (2^53 - 1) each))');
+    expect(readdirSync(dir).filter((f) => f.startsWith('applied-config.json.corrupt-'))).toHaveLength(4);
     expect(await s.appliedConfig()).toBeUndefined();
   });
 });

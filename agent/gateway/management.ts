@@ -1,7 +1,8 @@
 import type { IPublishPacket } from 'mqtt';
 import { checkConfig, diffPaths, mergeConfig, redactConfig, restartRequired, formatIssue, type AgentConfig } from '../config';
 import { MessageError, parseJson } from '../transport';
-import type { StateDir } from '../state';
+import { CorruptStateError, type AppliedConfig, type StateDir } from '../state';
+import { logger, type Logger } from '../log';
 import type { Feature, FeatureContext } from './context';
 
 /** A configuration layer from MQTT: `{version, config}`, versions only go up. */
@@ -36,22 +37,33 @@ export interface Response {
   transaction?: unknown;
 }
 
+/**
+ * The highest layer version: 2^53 - 1, the largest whole number a JSON number (a double) holds
+ * exactly. Beyond it `v + 1 === v` and distinct versions parse equal, so "only goes up" breaks.
+ */
+export const MAX_LAYER_VERSION = Number.MAX_SAFE_INTEGER;
+
+const isLayerVersion = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 1;
+
 /** `{version, config}` from a retained config topic; throws MessageError naming what is wrong. */
 export function parseLayer(raw: unknown, what: string): ConfigLayer {
   const o = raw as { version?: unknown; config?: unknown };
-  if (o === null || typeof o !== 'object') throw new MessageError(`${what} must be a JSON object {version, config}`);
-  if (typeof o.version !== 'number' || !Number.isInteger(o.version) || o.version < 1) throw new MessageError(`${what}: version must be a whole number ≥ 1`);
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new MessageError(`${what} must be a JSON object {version, config}`);
+  if (!isLayerVersion(o.version)) throw new MessageError(`${what}: version must be a whole number from 1 to ${MAX_LAYER_VERSION} (2^53 - 1), got ${o.version === undefined ? 'none' : JSON.stringify(o.version)}`);
   if (o.config === null || typeof o.config !== 'object' || Array.isArray(o.config)) throw new MessageError(`${what}: config must be an object of settings`);
   return { version: o.version, config: o.config as Record<string, unknown> };
 }
 
-/** The settings that result from `layers` over the process's own (`base`), validated. */
 /**
  * Settings that only the device itself may change: over MQTT, a wrong broker, fleet, node id or
  * state directory would cut the node off from the very channel needed to fix it.
  */
 export const LOCAL_ONLY = /^(broker|fleet|node|stateDir)(\.|$)/;
 
+const KINDS = ['fleet', 'node', 'local'] as const;
+type Kind = (typeof KINDS)[number];
+
+/** The settings that result from `layers` over the process's own (`base`), validated. */
 export function layeredConfig(base: AgentConfig, layers: StoredLayers): { config?: AgentConfig; issues: string[] } {
   let merged: unknown = base;
   for (const layer of [layers.fleet?.config, layers.node?.config, layers.local]) if (layer) merged = mergeConfig(merged as object, layer);
@@ -63,15 +75,69 @@ export function layeredConfig(base: AgentConfig, layers: StoredLayers): { config
 }
 
 /**
+ * The problems of one layer over `base` alone, or []. Every layer must be valid by itself, not just
+ * in the stack: a value a higher layer hides today (a set_config) would come back into force the
+ * moment that layer changes, and would be persisted meanwhile.
+ */
+export function layerIssues(base: AgentConfig, kind: Kind, layers: StoredLayers): string[] {
+  return layers[kind] === undefined ? [] : layeredConfig(base, { [kind]: layers[kind] }).issues;
+}
+
+/**
+ * The stored layers that can be used with `base`: a malformed one (a version beyond 2^53 - 1 or
+ * settings that are not an object, as an older build could store) or one invalid by itself is
+ * dropped; if the rest are invalid together, all are. Each problem is returned, naming its layer.
+ */
+export function restoreLayers(base: AgentConfig, stored: unknown): { layers: StoredLayers; issues: string[] } {
+  const s = (stored ?? {}) as Record<string, unknown>;
+  const layers: StoredLayers = {};
+  const issues: string[] = [];
+  for (const kind of ['fleet', 'node'] as const) {
+    if (s[kind] === undefined) continue;
+    try {
+      layers[kind] = parseLayer(s[kind], `stored ${kind} config`);
+    } catch (err) {
+      issues.push((err as Error).message);
+    }
+  }
+  if (s.local !== undefined) {
+    if (s.local !== null && typeof s.local === 'object' && !Array.isArray(s.local)) layers.local = s.local as Record<string, unknown>;
+    else issues.push('stored set_config settings: must be an object of settings');
+  }
+  for (const kind of KINDS) {
+    const own = layerIssues(base, kind, layers);
+    if (own.length) {
+      issues.push(...own.map((i) => `stored ${kind === 'local' ? 'set_config settings' : `${kind} config`}: ${i}`));
+      delete layers[kind];
+    }
+  }
+  const together = layeredConfig(base, layers).issues;
+  if (together.length) return { layers: {}, issues: [...issues, ...together.map((i) => `stored layers together: ${i}`)] };
+  return { layers, issues };
+}
+
+/** The applied-config file, or undefined if there is none or it was corrupt (logged; the file is moved aside, so this happens once). */
+async function readApplied(state: StateDir | undefined, log: Logger): Promise<AppliedConfig | undefined> {
+  try {
+    return await state?.appliedConfig();
+  } catch (err) {
+    if (!(err instanceof CorruptStateError)) throw err;
+    log.error({ err: err.message }, 'stored configuration is corrupt; starting without the layers applied over MQTT');
+    return undefined;
+  }
+}
+
+/**
  * The effective settings at start-up: the process's own with the layers applied over MQTT before
  * the last restart. Called before connecting, so settings that need a restart (broker, fleet,
  * threads, data) really take effect on the restart that the set_config response asked for.
  */
-export async function restoredConfig(base: AgentConfig, state?: StateDir): Promise<{ config: AgentConfig; issues?: string[] }> {
-  const stored = await state?.appliedConfig();
+export async function restoredConfig(base: AgentConfig, state?: StateDir, log: Logger = logger('management')): Promise<{ config: AgentConfig; issues?: string[] }> {
+  const stored = await readApplied(state, log);
   if (!stored) return { config: base };
-  const result = layeredConfig(base, (stored.config as StoredLayers) ?? {});
-  return result.config ? { config: result.config } : { config: base, issues: result.issues };
+  const { layers, issues } = restoreLayers(base, stored.config);
+  const config = layeredConfig(base, layers).config ?? base;
+  return issues.length ? { config, issues } : { config };
 }
 
 /**
@@ -90,6 +156,8 @@ export async function restoredConfig(base: AgentConfig, state?: StateDir): Promi
 export class ManagementFeature implements Feature {
   readonly name = 'management';
   private layers: StoredLayers = {};
+  /** The version stored before this start: the state file's version never goes down, even when stored layers were dropped. */
+  private storedVersion = 0;
   /** Layer changes run one at a time: concurrent ones (a fleet and a node retained config arrive together) would interleave their state writes. */
   private serial: Promise<unknown> = Promise.resolve();
   private requests: Promise<unknown> = Promise.resolve();
@@ -97,16 +165,16 @@ export class ManagementFeature implements Feature {
   constructor(private readonly ctx: FeatureContext, private readonly base: AgentConfig, private readonly hooks: ManagementHooks) {}
 
   async start(): Promise<void> {
-    const stored = await this.ctx.state?.appliedConfig();
+    const stored = await readApplied(this.ctx.state, this.ctx.log);
     if (stored) {
-      this.layers = (stored.config as StoredLayers) ?? {};
-      const result = this.effective(this.layers);
-      if (result.config) {
-        // Usually already in force (the agent started from restoredConfig); applies what is not.
-        const changed = diffPaths(this.ctx.config(), result.config);
-        if (changed.length) this.hooks.apply(result.config, changed);
-      }
-      else this.ctx.log.error({ issues: result.issues }, 'stored configuration layers are invalid now; ignoring them');
+      this.storedVersion = stored.version;
+      const { layers, issues } = restoreLayers(this.base, stored.config);
+      if (issues.length) this.ctx.log.error({ issues }, 'stored configuration layers are invalid now; ignoring those');
+      this.layers = layers;
+      const result = this.effective(layers);
+      // Usually already in force (the agent started from restoredConfig); applies what is not.
+      const changed = result.config ? diffPaths(this.ctx.config(), result.config) : [];
+      if (result.config && changed.length) this.hooks.apply(result.config, changed);
     }
     const { link, topics, nodeId } = this.ctx;
     await link.subscribe(topics.fleetConfig, (_t, payload) => this.onLayer('fleet', payload));
@@ -145,9 +213,10 @@ export class ManagementFeature implements Feature {
     const result = this.effective(next);
     if (!result.config) throw new Error(`invalid configuration, nothing changed: ${result.issues.join('; ')}`);
     const changed = diffPaths(this.ctx.config(), result.config);
-    this.layers = next;
-    const version = Math.max(next.fleet?.version ?? 0, next.node?.version ?? 0);
+    const version = Math.max(this.storedVersion, next.fleet?.version ?? 0, next.node?.version ?? 0);
+    // Persisted first: layers that cannot be stored must not be in force (nor block the next ones).
     await this.ctx.state?.saveAppliedConfig(version, next as Record<string, unknown>, { fleet: next.fleet?.version ?? 0, node: next.node?.version ?? 0 });
+    this.layers = next;
     if (changed.length) this.hooks.apply(result.config, changed);
     return { changed, restart: restartRequired(changed, 'agent') };
   }
@@ -172,6 +241,8 @@ export class ManagementFeature implements Feature {
       return;
     }
     try {
+      const own = layerIssues(this.base, kind, { [kind]: layer });
+      if (own.length) throw new Error(`invalid configuration, nothing changed: ${own.join('; ')}`);
       const { changed, restart } = await this.tryLayersNow({ ...this.layers, [kind]: layer });
       this.ctx.log.info({ kind, version: layer.version, changed, restartRequired: restart }, 'config applied');
     } catch (err) {

@@ -13,15 +13,17 @@ export interface AppliedConfig {
   config: Record<string, unknown>;
 }
 
+/** 0 (nothing applied) to 2^53 - 1: beyond that a double no longer tells consecutive versions apart. */
 const isVersion = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+const RANGE = `a whole number from 0 to ${Number.MAX_SAFE_INTEGER} (2^53 - 1)`;
 
 function parse(bytes: Buffer): AppliedConfig {
   const o = parseJsonObject(bytes);
-  if (!isVersion(o.version)) throw new Error(`version must be a whole number >= 0, got ${JSON.stringify(o.version)}`);
+  if (!isVersion(o.version)) throw new Error(`version must be ${RANGE}, got ${JSON.stringify(o.version)}`);
   if (typeof o.appliedAt !== 'string') throw new Error('appliedAt is missing');
   if (o.config === null || typeof o.config !== 'object' || Array.isArray(o.config)) throw new Error('config must be an object');
   if (o.sources !== undefined) {
-    if (o.sources === null || typeof o.sources !== 'object' || !Object.values(o.sources).every(isVersion)) throw new Error('sources must map names to versions');
+    if (o.sources === null || typeof o.sources !== 'object' || !Object.values(o.sources).every(isVersion)) throw new Error(`sources must map names to versions (${RANGE} each)`);
   }
   return o as unknown as AppliedConfig;
 }
@@ -35,7 +37,9 @@ export async function readAppliedConfig(dir: string): Promise<AppliedConfig | un
  * version below the stored one (RangeError); the same version again just rewrites it.
  */
 export async function writeAppliedConfig(dir: string, version: number, config: Record<string, unknown>, sources?: Record<string, number>): Promise<AppliedConfig> {
-  if (!isVersion(version)) throw new RangeError(`config version must be a whole number >= 0, got ${version}`);
+  if (!isVersion(version)) throw new RangeError(`config version must be ${RANGE}, got ${version}`);
+  // Checked here too: a file holding them would be refused as corrupt on the next read.
+  for (const [name, v] of Object.entries(sources ?? {})) if (!isVersion(v)) throw new RangeError(`config version ${version} with sources: ${name} must be ${RANGE}, got ${v}`);
   const current = await readAppliedConfig(dir);
   if (current && version < current.version) throw new RangeError(`config version ${version} is older than the applied version ${current.version}`);
   const applied: AppliedConfig = { version, ...(sources ? { sources } : {}), appliedAt: new Date().toISOString(), config };
