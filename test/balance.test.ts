@@ -36,6 +36,32 @@ describe('work sizing against the deadline', () => {
   });
 });
 
+describe('a deadline cap below the target', () => {
+  // Regression: with slow devices and a short --deadline, work was sized to the uncapped target, so
+  // every task overran the capped deadline and no round ever had a participant.
+  it('shrinks the target, and the work, to fit the cap', () => {
+    const fleet = [node('fast', 3200, 8000), node('mid', 3200, 2000), node('slow', 3200, 500), node('slower', 3200, 250)];
+    const plan = planBalancedRound(1, fleet, new Map(), opts({ clientsPerRound: 4, overcommit: 1, maxTargetSeconds: 8 }));
+    expect(plan.targetSeconds).toBe(8); // the median 20 s, capped
+    expect(plan.deadlineSeconds).toBe(10);
+    const steps = Object.fromEntries(plan.tasks.map((t) => [t.node, t.steps]));
+    expect(steps).toEqual({ fast: 500, mid: 500, slow: Math.floor((8 * 500) / 32), slower: Math.floor((8 * 250) / 32) });
+    for (const t of plan.tasks) expect(t.expectedSeconds).toBeLessThanOrEqual(plan.deadlineSeconds);
+  });
+
+  it('BalancedStrategy derives the cap from maxDeadlineSeconds', () => {
+    const fleet = [node('a', 3200, 100), node('b', 3200, 100)];
+    const s = new BalancedStrategy({ clientsPerRound: 2, overcommit: 1, epochs: 5, batchSize: 32, lr: 0.1, seed: 1, paramCount: 1000, codec: { codec: 'int8' }, maxDeadlineSeconds: 12.5 });
+    const plan = s.plan(1, fleet);
+    expect(plan.deadlineSeconds).toBe(12.5);
+    // Target 12.5 / 1.25 = 10 s at 100 samples/s (less the transfer of 4,000 + 1,004 bytes at the fleet's unknown link): at most 31 steps.
+    for (const t of plan.tasks) {
+      expect(t.steps).toBeLessThanOrEqual(Math.floor((10 * 100) / 32));
+      expect(t.expectedSeconds!).toBeLessThanOrEqual(12.5);
+    }
+  });
+});
+
 describe('over-commitment', () => {
   it('selects 1.3 × K and closes at K results', () => {
     const fleet = Array.from({ length: 30 }, (_, i) => node(`n${i}`, 1000, 1000 + i));

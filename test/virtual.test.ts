@@ -47,6 +47,21 @@ describe('virtual clock', () => {
     expect(res.rounds[0].tasks[0].actualSeconds).toBeCloseTo(0.05, 9);
   }, 60_000);
 
+  // Regression: a device that could not finish by the deadline was late with nothing, round after round.
+  it('a device that cannot finish by the deadline sends its partial work, as a real agent does', async () => {
+    const slow = { ...tier, name: 'slow', gflops: 0.1 };
+    const short = new FedAvgStrategy({ clientsPerRound: 0, epochs: 1, batchSize: 32, lr: 0.1, codec: { codec: 'int8' }, deadlineSeconds: 0.6, seed: 3 });
+    const res = await runVirtual({ spec, train, test, devices: [{ id: 'slow', tier: slow }], shards: [Uint32Array.from({ length: 320 }, (_, i) => i)], strategy: short, rounds: 1, seed: 1, workers: 1, serverSecondsPerRound: 0 });
+    const down = 0.1 + (P * 4 + FRAME_HEADER_BYTES + 400) / 1e6;
+    const up = 0.1 + (encode(new Float32Array(P), { codec: 'int8' }).length + FRAME_HEADER_BYTES + 300) / 1e5;
+    const step = (32 * trainFlopsPerSample(P)) / 0.1e9;
+    const done = Math.floor((0.9 * 0.6 - down - up) / step); // 0.9 of the deadline, less the transfers
+    expect(done).toBe(6);
+    expect(res.rounds[0].participants).toBe(1);
+    expect(res.rounds[0].tasks[0]).toMatchObject({ node: 'slow', steps: 10, stepsDone: 6, late: false });
+    expect(res.rounds[0].tasks[0].actualSeconds).toBeCloseTo(down + done * step + up, 9);
+  }, 60_000);
+
   it('waits for the slowest device under FedAvg: the straggler wait is the gap to it', async () => {
     const slow = { ...tier, name: 'slow', gflops: 0.1 };
     const shards = [0, 1].map((c) => Uint32Array.from({ length: 320 }, (_, i) => c * 320 + i));

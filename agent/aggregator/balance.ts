@@ -40,6 +40,12 @@ export interface BalanceOptions {
   targetQuantile: number;
   /** Deadline = target × (1 + slack). */
   deadlineSlack: number;
+  /**
+   * Longest target: the caller's cap on the deadline ÷ (1 + slack). Work is sized to the target, so
+   * a cap below the quantile (slow devices, a short `--deadline`) shrinks the work instead of
+   * sending tasks that cannot finish in time.
+   */
+  maxTargetSeconds?: number;
   /** Exponent of the penalty for nodes slower than the target. */
   slowPenalty: number;
   /** Share of the slots kept for untried or long-unselected nodes. */
@@ -219,7 +225,7 @@ export function planBalancedRound(round: number, fleet: readonly NodeInfo[], his
   }
   if (eligible.length === 0) return { tasks: [], targetSeconds: 0, deadlineSeconds: 0, closeAfter: 0, skipped };
   const est = estimateNodes(eligible, history, o);
-  const target = quantile(eligible.map((n) => est.get(n.id)!.fullSeconds), o.targetQuantile);
+  const target = Math.min(quantile(eligible.map((n) => est.get(n.id)!.fullSeconds), o.targetQuantile), o.maxTargetSeconds ?? Infinity);
   const k = o.clientsPerRound > 0 ? Math.min(o.clientsPerRound, eligible.length) : eligible.length;
   const count = Math.min(eligible.length, Math.ceil(k * o.overcommit));
   const maxIdleRounds = o.maxIdleRounds > 0 ? o.maxIdleRounds : Math.ceil((3 * eligible.length) / count);

@@ -40,6 +40,7 @@ export class BalancedStrategy implements Strategy {
       ...Object.fromEntries(Object.entries(cfg).filter(([, v]) => v !== undefined)),
       // An int8 update is about a quarter of the float32 model; the planner refines from observations.
       modelBytes: cfg.paramCount * 4,
+      maxTargetSeconds: Math.min(cfg.maxTargetSeconds ?? Infinity, (cfg.maxDeadlineSeconds ?? Infinity) / (1 + (cfg.deadlineSlack ?? DEFAULT_BALANCE.deadlineSlack))),
       updateBytes: cfg.paramCount + 4 * Math.ceil(cfg.paramCount / 256),
     } as BalanceOptions;
   }

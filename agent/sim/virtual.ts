@@ -38,7 +38,9 @@ export interface VirtualOptions {
 export interface VirtualTask {
   node: string;
   tier: string;
+  /** Steps assigned, and done: fewer when the device stopped at its deadline with partial work. */
   steps: number;
+  stepsDone: number;
   expectedSeconds?: number;
   /** Simulated seconds from the round's start to the update's arrival (or to the failure). */
   actualSeconds: number;
@@ -113,15 +115,22 @@ export async function runVirtual(o: VirtualOptions): Promise<{ rounds: VirtualRo
         const i = byId.get(t.node)!;
         const d = o.devices[i];
         const down = d.tier.latencySeconds + modelBytes / d.tier.downBytesPerSecond;
-        const compute = (t.steps * t.batchSize * flopsPerSample) / (d.tier.gflops * 1e9);
         const upBytes = updateBytes(t.codec);
-        const total = down + compute + d.tier.latencySeconds + upBytes / d.tier.upBytesPerSecond;
+        const up = d.tier.latencySeconds + upBytes / d.tier.upBytesPerSecond;
+        // As the real agent does: train until 0.9 of the deadline less the upload, then send the
+        // partial work (at least one step) rather than nothing. The real aggregator waits a grace
+        // for the upload after the deadline; this one does not, so the download counts too.
+        const stepSeconds = (t.batchSize * flopsPerSample) / (d.tier.gflops * 1e9);
+        const fits = Math.floor((0.9 * plan.deadlineSeconds - down - up) / stepSeconds);
+        const stepsDone = Math.max(1, Math.min(t.steps, fits));
+        const compute = stepsDone * stepSeconds;
+        const total = down + compute + up;
         let failedAt: number | undefined;
         if (!onlineThrough(d, now, now + total)) {
           const w = d.windows!.find(([s, e]) => s <= now && now < e);
           failedAt = w ? w[1] - now : 0;
         }
-        return { t, i, d, compute, total, upBytes, failedAt };
+        return { t, i, d, stepsDone, compute, total, upBytes, failedAt };
       });
       // The round closes at the closeAfter-th arrival, when every task has settled, or at the deadline.
       const arrivals = outcomes.filter((x) => x.failedAt === undefined).map((x) => x.total).sort((a, b) => a - b);
@@ -139,7 +148,7 @@ export async function runVirtual(o: VirtualOptions): Promise<{ rounds: VirtualRo
           const x = toTrain[next++];
           const shard = shards[x.i];
           await trainer.setData(shard.x, shard.labels);
-          const r = await trainer.train({ params, steps: x.t.steps, batchSize: x.t.batchSize, lr: x.t.lr, seed: (o.seed * 7919 + round * 104729 + x.i) >>> 0 });
+          const r = await trainer.train({ params, steps: x.stepsDone, batchSize: x.t.batchSize, lr: x.t.lr, seed: (o.seed * 7919 + round * 104729 + x.i) >>> 0 });
           const delta = new Float32Array(n);
           for (let j = 0; j < n; j++) delta[j] = r.params[j] - params[j];
           const sent = decode(encode(delta, { ...x.t.codec, seed: round * 1000 + x.i }));
@@ -171,7 +180,7 @@ export async function runVirtual(o: VirtualOptions): Promise<{ rounds: VirtualRo
         bytesDown: outcomes.length * modelBytes,
         deadlineSeconds: plan.deadlineSeconds,
         tasks: outcomes.map((x) => ({
-          node: x.t.node, tier: x.d.tier.name, steps: x.t.steps, expectedSeconds: x.t.expectedSeconds,
+          node: x.t.node, tier: x.d.tier.name, steps: x.t.steps, stepsDone: x.stepsDone, expectedSeconds: x.t.expectedSeconds,
           actualSeconds: x.failedAt ?? x.total, late: x.failedAt === undefined && x.total > close,
           failed: x.failedAt !== undefined ? 'offline' : undefined, reason: x.t.reason,
         })),
