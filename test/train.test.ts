@@ -108,6 +108,16 @@ describe('Trainer (real ORT in a worker thread)', () => {
     expect(Number.isFinite(res.loss)).toBe(true);
   });
 
+  // Regression: a deadline that passed before the first block (a tiny task whose session start-up ate
+  // it) gave 0 steps and a NaN loss, which the aggregator refused as an invalid update.
+  it('a deadline already gone at the start still gets one block of work', async () => {
+    const res = await trainer.train({ params: initParams(spec, 5), steps: 1000, batchSize: 32, lr: 0.05, seed: 1, deadlineSeconds: 1e-6 });
+    expect(res.steps).toBe(16); // one block: MAX_BLOCK_STEPS steps of the Scan graph
+    expect(res.samples).toBe(16 * 32);
+    expect(res.stoppedEarly).toBe(true);
+    expect(Number.isFinite(res.loss)).toBe(true);
+  });
+
   it('keeps the main event loop free while training', async () => {
     let ticks = 0;
     const timer = setInterval(() => ticks++, 10);

@@ -161,7 +161,12 @@ export class TrainingFeature implements Feature {
       this.ctx.log.info({ round: task.round, steps: result.steps, of: task.steps }, 'task abandoned: the agent is stopping');
       return;
     }
-    if (result.steps > 0 && result.busySeconds > 0) this.ctx.bus.emit('trained', spec.name, result.samples, result.busySeconds);
+    if (result.steps === 0) {
+      // Paused (host guard or operator) through the whole deadline: there is no work to report.
+      this.ctx.log.info({ round: task.round, steps: task.steps }, 'task not done: training was paused until its deadline; nothing sent');
+      return;
+    }
+    if (result.busySeconds > 0) this.ctx.bus.emit('trained', spec.name, result.samples, result.busySeconds);
     const pinned = this.pinnedCodec();
     const codec: CodecOptions = { ...(pinned ?? task.codec), seed: task.seed };
     let delta = new Float32Array(params.length);

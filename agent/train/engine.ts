@@ -87,7 +87,10 @@ export class TrainEngine {
     pacer?.reset();
     for (const block of planBlocks(data.n, task.steps, task.batchSize, task.seed, maxSteps)) {
       if (pacer) idleMs += pacer.rest(lastBlockMs, started + deadlineMs);
-      if (performance.now() - started >= deadlineMs || pacer?.stopRequested) {
+      // A deadline that passed before the first block (session start-up, a tiny task) still gets
+      // one block: a partial update is worth sending, an empty one is not. Stopped or paused: none.
+      const late = performance.now() - started >= deadlineMs && (steps > 0 || pacer?.paused === true);
+      if (late || pacer?.stopRequested) {
         stoppedEarly = true;
         break;
       }

@@ -53,6 +53,11 @@ export class Pacer {
     return Atomics.load(this.control, STOP) === 1;
   }
 
+  /** Duty cycle 0: training is paused. */
+  get paused(): boolean {
+    return Atomics.load(this.control, DUTY) === 0;
+  }
+
   /** Called at the start of every task. */
   reset(): void {
     this.raw = -1;
