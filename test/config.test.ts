@@ -108,6 +108,27 @@ describe('validateConfig', () => {
     expect(() => validateConfig({ broker: { url: 'http://h:80' } }, 'agent')).toThrow('broker.url: must use one of mqtt://, mqtts://, ws://, wss://, tcp://, ssl://, tls:// (got "http://")');
   });
 
+  it('checks the rules across fields even when the schema fails, so every error shows at once', () => {
+    const err = (() => {
+      try {
+        validateConfig({ broker: { url: 'http://x', tls: { cert: 'c.pem' } }, data: { shard: '3/2' }, training: { threads: 0 } }, 'agent');
+      } catch (e) {
+        return e as ConfigError;
+      }
+      throw new Error('no error');
+    })();
+    expect(err.errors).toEqual([
+      'training.threads: must be >= 1',
+      'broker.url: must use one of mqtt://, mqtts://, ws://, wss://, tcp://, ssl://, tls:// (got "http://")',
+      'broker.tls.key: is required when broker.tls.cert is set',
+      'data.shard: the index must be below the count (got "3/2")',
+    ]);
+    // A value the schema already refuses is not judged again by a cross-field rule.
+    expect(() => validateConfig({ data: { shard: '3 of 2' }, broker: { url: 42 } }, 'agent')).toThrow(
+      ['invalid configuration (2 errors):', '  broker.url: must be string (got number 42)', '  data.shard: must be "<index>/<count>", e.g. "3/10" (got "3 of 2")'].join('\n'),
+    );
+  });
+
   it('explains patterns in words', () => {
     expect(() => validateConfig({ node: { id: 'gw/1' } }, 'agent')).toThrow('node.id: must be one MQTT topic level of at most 64 characters: no "+", "#", "/", white space or leading "$" (got "gw/1")');
     expect(() => validateConfig({ data: { shard: '1 of 4' } }, 'agent')).toThrow('data.shard: must be "<index>/<count>", e.g. "3/10" (got "1 of 4")');
@@ -325,6 +346,20 @@ describe('fedgate config check', () => {
     expect(r.status).toBe(1);
     expect(r.stdout).toBe('');
     expect(r.stderr).toBe(`fedgate: ${f}: invalid configuration (2 errors):\n  job.rounds: must be >= 1 (line 2, column 3)\n  job.epochs: must be >= 1 (line 3, column 3)\n`);
+  });
+
+  it.skipIf(!existsSync(main))('lists the schema errors and the cross-field ones together, each with its line', () => {
+    const f = file('broker:\n  url: http://x\ndata:\n  shard: 3/2\ntraining:\n  threads: 0\n');
+    const r = run(['config', 'check', f]);
+    expect(r.status).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe([
+      `fedgate: ${f}: invalid configuration (3 errors):`,
+      '  training.threads: must be >= 1 (line 6, column 3)',
+      '  broker.url: must use one of mqtt://, mqtts://, ws://, wss://, tcp://, ssl://, tls:// (got "http://") (line 2, column 3)',
+      '  data.shard: the index must be below the count (got "3/2") (line 4, column 3)',
+      '',
+    ].join('\n'));
   });
 
   it.skipIf(!existsSync(main))('exits 1 on a missing file', () => {

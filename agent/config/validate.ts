@@ -96,20 +96,41 @@ function describe(e: ErrorObject): ConfigIssue {
   }
 }
 
-/** Rules across fields, checked once the schema passes. */
-function semanticIssues(role: Role, cfg: any): ConfigIssue[] {
+const SHARD = /^\d+\/[1-9]\d*$/;
+
+function get(obj: unknown, path: string): unknown {
+  let v = obj;
+  for (const k of path.split('.')) v = v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>)[k] : undefined;
+  return v;
+}
+
+/**
+ * Rules across fields. Checked alongside the schema, so that every problem shows at once: each rule
+ * only looks at values of the right form (the schema reports the others) and is skipped for a
+ * setting the schema already found wrong.
+ */
+function semanticIssues(role: Role, cfg: unknown, flagged: Set<string>): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
-  const url = new URL(cfg.broker.url);
-  if (!BROKER_PROTOCOLS.includes(url.protocol)) issues.push({ path: 'broker.url', message: `must use one of ${BROKER_PROTOCOLS.map((p) => p + '//').join(', ')} (got "${url.protocol}//")` });
-  const tls = cfg.broker.tls;
-  if ((tls.cert === undefined) !== (tls.key === undefined)) {
-    const [missing, given] = tls.cert === undefined ? ['cert', 'key'] : ['key', 'cert'];
-    issues.push({ path: `broker.tls.${missing}`, message: `is required when broker.tls.${given} is set` });
+  const add = (issue: ConfigIssue) => {
+    if (!flagged.has(issue.path)) issues.push(issue);
+  };
+  const url = get(cfg, 'broker.url');
+  if (typeof url === 'string' && isUri(url)) {
+    const protocol = new URL(url).protocol;
+    if (!BROKER_PROTOCOLS.includes(protocol)) add({ path: 'broker.url', message: `must use one of ${BROKER_PROTOCOLS.map((p) => p + '//').join(', ')} (got "${protocol}//")` });
+  }
+  const [cert, key] = [get(cfg, 'broker.tls.cert'), get(cfg, 'broker.tls.key')];
+  if ((cert === undefined) !== (key === undefined)) {
+    const [missing, given] = cert === undefined ? ['cert', 'key'] : ['key', 'cert'];
+    add({ path: `broker.tls.${missing}`, message: `is required when broker.tls.${given} is set` });
   }
   if (role === 'agent') {
-    const [index, count] = String(cfg.data.shard).split('/').map(Number);
-    if (index >= count) issues.push({ path: 'data.shard', message: `the index must be below the count (got "${cfg.data.shard}")` });
-    if (cfg.data.dataset === 'csv' && !cfg.data.csv.file) issues.push({ path: 'data.csv.file', message: 'is required when data.dataset is "csv"' });
+    const shard = get(cfg, 'data.shard');
+    if (typeof shard === 'string' && SHARD.test(shard)) {
+      const [index, count] = shard.split('/').map(Number);
+      if (index >= count) add({ path: 'data.shard', message: `the index must be below the count (got "${shard}")` });
+    }
+    if (get(cfg, 'data.dataset') === 'csv' && get(cfg, 'data.csv.file') === undefined) add({ path: 'data.csv.file', message: 'is required when data.dataset is "csv"' });
   }
   return issues;
 }
@@ -126,12 +147,9 @@ export function checkConfig<R extends Role>(obj: unknown, role: R): { config?: C
   }
   const copy = structuredClone(obj);
   const validate = validatorFor(role);
-  if (!validate(copy)) {
-    const seen = new Set<string>();
-    const issues = (validate.errors ?? []).map(describe).filter((i) => !seen.has(formatIssue(i)) && seen.add(formatIssue(i)));
-    return { issues };
-  }
-  const issues = semanticIssues(role, copy);
+  const seen = new Set<string>();
+  const schemaIssues = validate(copy) ? [] : (validate.errors ?? []).map(describe).filter((i) => !seen.has(formatIssue(i)) && seen.add(formatIssue(i)));
+  const issues = [...schemaIssues, ...semanticIssues(role, copy, new Set(schemaIssues.map((i) => i.path)))];
   return issues.length ? { issues } : { config: copy as ConfigFor<R>, issues };
 }
 
