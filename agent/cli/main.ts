@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { constants as osConstants } from 'node:os';
 import { Command, Option } from 'commander';
 import { setLogLevel, logger } from '../log';
 import { startEmbeddedBroker } from '../broker';
@@ -45,6 +46,32 @@ function onSignals(stop: () => Promise<void>): void {
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);
+}
+
+/**
+ * SIGINT/SIGTERM abort the run: the caller cleans up (gateways, broker, temporary state) and the
+ * process exits 128 + the signal's number, as a shell expects. A second signal exits at once (the
+ * gateways still notice: their IPC channel closes).
+ */
+function abortOnSignals(): { signal: AbortSignal; exitIfStopped(err: unknown): never } {
+  const ctl = new AbortController();
+  let received: NodeJS.Signals | undefined;
+  const code = () => 128 + osConstants.signals[received!];
+  const handler = (signal: NodeJS.Signals) => {
+    if (received) process.exit(code());
+    received = signal;
+    process.stderr.write(`fedgate: ${signal}: stopping\n`);
+    ctl.abort();
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return {
+    signal: ctl.signal,
+    exitIfStopped(err: unknown): never {
+      if (received) process.exit(code());
+      throw err;
+    },
+  };
 }
 
 function jobFrom(o: Opts) {
@@ -102,7 +129,9 @@ export function buildCli(): Command {
       }
       if (o.trace || o.timeBudget) throw new Error('--trace and --time-budget need --mode virtual');
       const tiers = o.tiers ? parseTierMix(o.tiers, o.clients, o.seed) : undefined;
-      const report = await simulate({ ...jobFrom(o), broker: o.broker, clients: o.clients, partition: o.partition, logLevel: o.logLevel, maxSamples: o.maxSamples, waitForClientsSeconds: 120, tiers, timeScale: o.timeScale }, printRound(o.rounds));
+      const stop = abortOnSignals();
+      const report = await simulate({ ...jobFrom(o), broker: o.broker, clients: o.clients, partition: o.partition, logLevel: o.logLevel, maxSamples: o.maxSamples, waitForClientsSeconds: 120, tiers, timeScale: o.timeScale, signal: stop.signal }, printRound(o.rounds))
+        .catch((err) => stop.exitIfStopped(err));
       printSummary(report);
     });
 

@@ -42,6 +42,8 @@ export interface JobOptions {
   resume?: boolean;
   modelOut?: string;
   report?: string;
+  /** Aborting ends the open round, stops the aggregator and rejects (no model, no report; the checkpoint keeps the rounds done). */
+  signal?: AbortSignal;
 }
 
 export interface JobReport {
@@ -79,17 +81,21 @@ export async function runAggregatorJob(opts: JobOptions, onRound: (r: RoundRecor
     foldLate: opts.foldLate,
   });
   aggregator.on('round', onRound);
+  const abort = () => void aggregator.stop();
+  opts.signal?.addEventListener('abort', abort, { once: true });
   try {
     await aggregator.start();
+    opts.signal?.throwIfAborted();
     onStart?.(aggregator);
     const result = await aggregator.run();
+    opts.signal?.throwIfAborted();
     let modelFile: string | undefined;
     if (opts.modelOut) {
       modelFile = path.resolve(opts.modelOut);
       await writeOutput(modelFile, buildInferenceModel(spec, { weights: result.params }));
       log.info({ file: modelFile }, 'final model written');
     }
-    const { username: _u, password: _p, ...config } = opts;
+    const { username: _u, password: _p, signal: _s, ...config } = opts;
     const report: JobReport = {
       config: { ...config, model: spec, paramCount: paramCount(spec), strategy: strategy.name },
       rounds: result.rounds,
@@ -100,6 +106,7 @@ export async function runAggregatorJob(opts: JobOptions, onRound: (r: RoundRecor
     if (opts.report) await writeOutput(path.resolve(opts.report), Buffer.from(JSON.stringify(report, null, 2) + '\n'));
     return report;
   } finally {
+    opts.signal?.removeEventListener('abort', abort);
     await aggregator.stop().catch(() => undefined);
     await evaluator.close();
   }

@@ -40,6 +40,7 @@ export async function simulate(opts: SimulateOptions, onRound: (r: RoundRecord) 
   const log = logger('simulate');
   parsePartition(opts.partition); // refuse a bad spec here, before ten processes each refuse it
   if (!Number.isInteger(opts.clients) || opts.clients < 1) throw new Error(`--clients must be a whole number ≥ 1, got ${opts.clients}`);
+  opts.signal?.throwIfAborted();
   let broker: EmbeddedBroker | undefined;
   const url = opts.broker ?? (broker = await startEmbeddedBroker()).url;
   const children: ChildProcess[] = [];
@@ -64,6 +65,9 @@ export async function simulate(opts: SimulateOptions, onRound: (r: RoundRecord) 
           '--state-dir', path.join(stateRoot, nodeIdFor(i, opts.clients)),
           // All gateways share this host: each would see the others' training as the host's own work.
           '--max-cpu-load', '1',
+          // On a shared broker a client id equal to a real gateway's node id would knock it off.
+          '--client-id', `fedgate-sim-${process.pid}-${nodeIdFor(i, opts.clients)}`,
+          '--exit-with-parent',
         ];
         const tier = opts.tiers?.[i];
         if (tier) args.push('--tier', tier.name, '--time-scale', String(opts.timeScale ?? 1));
@@ -72,7 +76,8 @@ export async function simulate(opts: SimulateOptions, onRound: (r: RoundRecord) 
         if (opts.maxPacketBytes) args.push('--max-packet-bytes', String(opts.maxPacketBytes));
         if (opts.username) args.push('--username', opts.username);
         const env = { ...process.env, ...(opts.password ? { FEDGATE_MQTT_PASSWORD: opts.password } : {}) };
-        const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'], env });
+        // The IPC channel is how a gateway notices this process is gone, even killed hard.
+        const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env });
         child.on('exit', (code, signal) => {
           exited.add(child);
           if (code !== 0 && signal === null && !failure) {

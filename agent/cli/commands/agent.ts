@@ -22,7 +22,7 @@ function flagsToPartial(cmd: Command, o: Opts): Record<string, unknown> {
     at[keys[keys.length - 1]] = value;
   };
   const map: [string, string][] = [
-    ['broker', 'broker.url'], ['username', 'broker.username'], ['password', 'broker.password'], ['maxPacketBytes', 'broker.maxPacketBytes'],
+    ['broker', 'broker.url'], ['clientId', 'broker.clientId'], ['username', 'broker.username'], ['password', 'broker.password'], ['maxPacketBytes', 'broker.maxPacketBytes'],
     ['protocolVersion', 'broker.protocolVersion'], ['prefix', 'fleet.prefix'], ['fleet', 'fleet.name'], ['logLevel', 'logging.level'],
     ['nodeId', 'node.id'], ['dataset', 'data.dataset'], ['dataDir', 'data.dataDir'], ['shard', 'data.shard'], ['partition', 'data.partition'],
     ['seed', 'data.seed'], ['maxSamples', 'data.maxSamples'], ['threads', 'training.threads'], ['maxCpuLoad', 'training.maxCpuLoad'], ['stateDir', 'stateDir'],
@@ -49,6 +49,23 @@ export async function loadAgentData(cfg: AgentConfig): Promise<Shard> {
   return loadShard({ dataset: parseDatasetName(d.dataset), dataDir: d.dataDir, index, clients, partition: d.partition, seed: d.seed, maxSamples: d.maxSamples });
 }
 
+/**
+ * A simulated gateway must not outlive the simulation that started it, even one killed hard: its
+ * IPC channel closes at once; a re-parented process (no channel) is caught by polling.
+ */
+function watchParent(gone: () => void): void {
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid !== parent) once();
+  }, 1000).unref();
+  const once = () => {
+    clearInterval(timer);
+    process.removeListener('disconnect', once);
+    gone();
+  };
+  if (process.connected) process.once('disconnect', once);
+}
+
 export function addAgentCommand(program: Command, brokerOptions: (cmd: Command, required: boolean) => Command): void {
   const cmd = brokerOptions(program.command('agent').description('run one gateway agent: trains on its local data when the aggregator asks'), false)
     .option('--config <file>', 'settings file (YAML or JSON; see `fedgate config schema --role agent`); flags override it')
@@ -65,7 +82,9 @@ export function addAgentCommand(program: Command, brokerOptions: (cmd: Command, 
     .option('--state-dir <dir>', 'state directory (node id, applied config, residual, outbox); default $STATE_DIRECTORY or ./fedgate-state')
     .addOption(new Option('--tier <name>', 'simulation: slow this agent to a device tier').choices(Object.keys(TIERS)))
     .option('--time-scale <x>', 'simulation: simulated seconds per real second for --tier', positive, 1)
-    .option('--no-profile', 'do not publish a hardware profile or run the host guard');
+    .option('--client-id <id>', 'MQTT client id (default: the node id)')
+    .option('--no-profile', 'do not publish a hardware profile or run the host guard')
+    .addOption(new Option('--exit-with-parent', 'stop when the process that started this agent is gone (simulate)').hideHelp());
   cmd.action(async (o: Opts) => {
     const log = logger('cli');
     const base = o.config ? await loadConfigFile(o.config, 'agent') : validateConfig(mergeConfig(defaultConfig('agent'), envOverrides('agent').partial), 'agent');
@@ -94,6 +113,7 @@ export function addAgentCommand(program: Command, brokerOptions: (cmd: Command, 
       };
       process.on('SIGINT', () => stop('SIGINT'));
       process.on('SIGTERM', () => stop('SIGTERM'));
+      if (o.exitWithParent) watchParent(() => stop('parent gone'));
       log.info({ node: id, idSource: source }, 'starting agent');
       await agent.start();
       agent.leftFleet.then(() => {
