@@ -1,9 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import mqtt from 'mqtt';
 import { MAIN, until } from './helpers/gateway';
+import { startAedes, startMosquitto, mosquittoMissing, type TestBroker } from './helpers/brokers';
 
 interface Run { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
 
@@ -101,4 +103,41 @@ describe('stopping simulate', () => {
       for (const p of gateways.filter(alive)) process.kill(p, 'SIGKILL');
     }
   }, 90_000);
+});
+
+describe('simulate on a shared broker', () => {
+  it('runs in a fleet of its own: real gateways gw-0..gw-2 of the default fleet keep running and stay out of it', async () => {
+    const broker: TestBroker = mosquittoMissing() ? await startAedes() : await startMosquitto();
+    const dir = mkdtempSync(path.join(tmpdir(), 'fg-cli-shared-'));
+    const real = [0, 1, 2].map((i) => startFedgate(['agent', '--broker', broker.url, '--node-id', `gw-${i}`, '--shard', `${i}/3`, '--max-samples', '200',
+      '--state-dir', path.join(dir, `gw-${i}`), '--max-cpu-load', '1', '--no-profile', '--log-level', 'warn']));
+    const watcher = await mqtt.connectAsync(broker.url);
+    try {
+      const online = new Set<string>();
+      watcher.on('message', (topic, payload) => {
+        if (payload.length && JSON.parse(payload.toString()).online) online.add(topic.split('/')[3]);
+      });
+      await watcher.subscribeAsync('fedgate/default/node/+/state');
+      await until(() => online.size === 3, 30_000, 'three real gateways online');
+
+      const sim = await fedgate(['simulate', '--broker', broker.url, '--rounds', '1', '--clients', '2', '--max-samples', '300', '--hidden', '16',
+        '--model-out', '', '--report', path.join(dir, 'r.json')], { ms: 90_000 });
+      expect(sim.code, sim.stderr).toBe(0);
+      const lines = sim.stdout.trim().split('\n');
+      expect(lines[0]).toMatch(new RegExp(`^fleet sim-[0-9a-f]{8} on ${broker.url.replace(/[.]/g, '\\.')} \\(a fleet of its own; --fleet picks one\\)$`));
+      expect(lines[1]).toMatch(/^round 1\/1  participants 2\/2  /);
+      const report = JSON.parse(readFileSync(path.join(dir, 'r.json'), 'utf8'));
+      expect(report.config.fleet).toBe(lines[0].split(' ')[1]);
+      expect(report.rounds[0].tasks.map((t: { node: string }) => t.node).sort()).toEqual(['gw-0', 'gw-1']);
+      for (const r of real) {
+        expect(r.child.exitCode).toBe(null);
+        expect(r.out.stderr).toBe('');
+      }
+    } finally {
+      await watcher.endAsync();
+      for (const r of real) r.child.kill('SIGTERM');
+      await Promise.all(real.map((r) => r.exited));
+      await broker.close();
+    }
+  }, 120_000);
 });

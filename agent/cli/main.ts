@@ -8,6 +8,7 @@ import { Topics } from '../transport';
 import { simulate, runAggregatorJob, formatRound, loadShard, parseShard, parseDatasetName, type JobReport } from '../sim';
 import { brokerOptions, int, jobOptions, positive } from './options';
 import { parseTierMix } from '../sim/tiers';
+import { simFleetName } from '../sim/simulate';
 import { loadConfigFile } from '../config';
 import { addProfileCommand } from './commands/profile';
 import type { RoundRecord } from '../aggregator';
@@ -119,7 +120,7 @@ export function buildCli(): Command {
     .option('--trace <file>', 'virtual mode: a JSON trace of devices (compute, bandwidth, availability windows) instead of --tiers')
     .option('--time-budget <seconds>', 'virtual mode: stop after this much simulated time', positive)
     .option('--time-scale <x>', 'processes mode with --tiers: simulated seconds per real second', positive, 10)
-    .action(async (o: Opts) => {
+    .action(async (o: Opts, cmd: Command) => {
       if (o.mode === 'virtual') {
         const { runVirtualJob, formatVirtualRound } = await import('../sim/run-virtual');
         const res = await runVirtualJob({ ...jobFrom(o), clients: o.clients, partition: o.partition, tiers: o.tiers, trace: o.trace, timeBudgetSeconds: o.timeBudget }, (r) => process.stdout.write(formatVirtualRound(r, o.rounds) + '\n'));
@@ -129,6 +130,10 @@ export function buildCli(): Command {
       }
       if (o.trace || o.timeBudget) throw new Error('--trace and --time-budget need --mode virtual');
       const tiers = o.tiers ? parseTierMix(o.tiers, o.clients, o.seed) : undefined;
+      if (o.broker && !['cli', 'env'].includes(cmd.getOptionValueSource('fleet') ?? '')) {
+        o.fleet = simFleetName();
+        process.stdout.write(`fleet ${o.fleet} on ${o.broker} (a fleet of its own; --fleet picks one)\n`);
+      }
       const stop = abortOnSignals();
       const report = await simulate({ ...jobFrom(o), broker: o.broker, clients: o.clients, partition: o.partition, logLevel: o.logLevel, maxSamples: o.maxSamples, waitForClientsSeconds: 120, tiers, timeScale: o.timeScale, signal: stop.signal }, printRound(o.rounds))
         .catch((err) => stop.exitIfStopped(err));

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -26,6 +27,11 @@ export interface SimulateOptions extends Omit<JobOptions, 'url' | 'minClients'> 
 function cliScript(): string {
   const here = __filename.endsWith('.ts') ? path.resolve(__dirname, '../../dist/agent/sim') : __dirname;
   return path.resolve(here, '../cli/main.js');
+}
+
+/** A fleet name of its own for a simulation on a shared broker: its gateways never meet real ones. */
+export function simFleetName(): string {
+  return `sim-${randomBytes(4).toString('hex')}`;
 }
 
 export function nodeIdFor(i: number, clients: number): string {
