@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -16,6 +16,7 @@ import {
   mergeConfig,
   redactConfig,
   restartRequired,
+  unknownVariables,
   validateConfig,
   type AgentConfig,
 } from '../agent/config';
@@ -234,10 +235,64 @@ describe('loadConfigFile', () => {
     expect(cfg.node.id).toBeUndefined(); // empty = unset
   });
 
-  it('prefers the derived variable over an alias', () => {
-    expect(envOverrides('agent', { FEDGATE_BROKER_PASSWORD: 'a', FEDGATE_MQTT_PASSWORD: 'b' }).partial).toEqual({ broker: { password: 'a' } });
+  it('takes a setting from any of its names; two names with different values are an error', () => {
+    expect(envOverrides('agent', { FEDGATE_BROKER_PASSWORD: 'a' }).partial).toEqual({ broker: { password: 'a' } });
+    expect(envOverrides('agent', { FEDGATE_MQTT_PASSWORD: 'b' }).partial).toEqual({ broker: { password: 'b' } });
+    expect(envOverrides('aggregator', { FEDGATE_MQTT_PASSWORD: 'b' }).partial).toEqual({ broker: { password: 'b' } });
+    expect(envOverrides('agent', { FEDGATE_BROKER_PASSWORD: 'a', FEDGATE_MQTT_PASSWORD: 'a' })).toMatchObject({ partial: { broker: { password: 'a' } }, errors: [] });
+    const both = envOverrides('agent', { FEDGATE_BROKER_PASSWORD: 'a', FEDGATE_MQTT_PASSWORD: 'b' });
+    expect(both.partial).toEqual({});
+    expect(both.errors).toEqual(['FEDGATE_BROKER_PASSWORD and FEDGATE_MQTT_PASSWORD: both set, to different values; they are one setting (broker.password): set one of them']);
+    expect(envOverrides('agent', { FEDGATE_LOGGING_LEVEL: 'debug', FEDGATE_LOG_LEVEL: '' }).partial).toEqual({ logging: { level: 'debug' } });
     expect(envOverrides('aggregator', { FEDGATE_MODEL_HIDDEN: '64,32' }).partial).toEqual({ model: { hidden: [64, 32] } });
     expect(envOverrides('aggregator', { FEDGATE_MODEL_HIDDEN: '[16]' }).partial).toEqual({ model: { hidden: [16] } });
+  });
+
+  it('warns of a FEDGATE_ variable that is no setting, naming the closest real one', async () => {
+    const env = {
+      FEDGATE_TRAINING_MAXCPULOAD: '0.5',
+      FEDGATE_BOGUS_X: '1',
+      FEDGATE_BROKER_URLL: 'mqtt://h:1883',
+      FEDGATE_EMPTY_TYPO: '', // empty = unset, as for settings
+      // Settings of either role (the same environment may serve both), aliases, and variables read directly.
+      FEDGATE_TRAINING_MAX_CPU_LOAD: '0.6',
+      FEDGATE_JOB_ROUNDS: '3',
+      FEDGATE_LOG_LEVEL: 'info',
+      FEDGATE_MQTT_PASSWORD: 'pw',
+      FEDGATE_LOG_FORMAT: 'json',
+      FEDGATE_COMPRESS_BACKEND: 'typescript',
+      FEDGATE_DATA_DIR: '/data',
+      FEDGATE_SKIP_NATIVE: '1',
+      FEDGATE_BENCH_QUICK: '1',
+      FEDGATE_REQUIRE_MOSQUITTO: '1',
+      FEDGATE_REQUIRE_TOOLS: '1',
+    };
+    const expected = [
+      'FEDGATE_BOGUS_X is not a fedgate variable and is ignored; a setting is FEDGATE_<SECTION>_<NAME> (training.maxCpuLoad: FEDGATE_TRAINING_MAX_CPU_LOAD), see `fedgate config schema`',
+      'FEDGATE_BROKER_URLL is not a fedgate variable and is ignored; did you mean FEDGATE_BROKER_URL?',
+      'FEDGATE_TRAINING_MAXCPULOAD is not a fedgate variable and is ignored; did you mean FEDGATE_TRAINING_MAX_CPU_LOAD?',
+    ];
+    expect(envOverrides('agent', env).warnings).toEqual(expected);
+    expect(envOverrides('aggregator', env).warnings).toEqual(expected);
+    const warned: string[] = [];
+    const cfg = await loadConfigFile(file('training:\n  threads: 2\n'), 'agent', { env, onWarning: (m) => warned.push(m) });
+    expect(warned).toEqual(expected);
+    expect(cfg.training.maxCpuLoad).toBe(0.6);
+  });
+
+  it('knows every FEDGATE_ variable the code reads directly', () => {
+    const root = path.resolve(__dirname, '..');
+    const read = new Set<string>();
+    const walk = (d: string) => {
+      for (const e of readdirSync(d, { withFileTypes: true })) {
+        const p = path.join(d, e.name);
+        if (e.isDirectory()) walk(p);
+        else if (/\.(ts|js)$/.test(e.name)) for (const m of readFileSync(p, 'utf8').matchAll(/(?:process\.env\.|env\(['"]|env\[['"])(FEDGATE_[A-Z0-9_]+)/g)) read.add(m[1]);
+      }
+    };
+    for (const d of ['agent', 'bench', 'native', 'test']) if (existsSync(path.join(root, d))) walk(path.join(root, d));
+    expect([...read].sort()).toEqual(expect.arrayContaining(['FEDGATE_COMPRESS_BACKEND', 'FEDGATE_DATA_DIR', 'FEDGATE_LOG_FORMAT', 'FEDGATE_MQTT_PASSWORD', 'FEDGATE_REQUIRE_MOSQUITTO']));
+    expect(unknownVariables(Object.fromEntries([...read].map((v) => [v, '1'])))).toEqual([]);
   });
 
   it('names the variable of an invalid environment value', async () => {
@@ -360,6 +415,24 @@ describe('fedgate config check', () => {
       '  data.shard: the index must be below the count (got "3/2") (line 4, column 3)',
       '',
     ].join('\n'));
+  });
+
+  it.skipIf(!existsSync(main))('warns of a misspelt variable on stderr and still checks the file', () => {
+    const f = file('training:\n  threads: 2\n');
+    const r = run(['config', 'check', f], { FEDGATE_TRAINING_MAXCPULOAD: '0.5', FEDGATE_LOG_FORMAT: 'json' });
+    expect(r.status).toBe(0);
+    expect(r.stderr).toBe('fedgate: warning: FEDGATE_TRAINING_MAXCPULOAD is not a fedgate variable and is ignored; did you mean FEDGATE_TRAINING_MAX_CPU_LOAD?\n');
+    expect(JSON.parse(r.stdout.slice(3)).training.maxCpuLoad).toBe(0.8);
+  });
+
+  it.skipIf(!existsSync(main))('refuses the two password variables set to different values', () => {
+    const f = file('training:\n  threads: 2\n');
+    const r = run(['config', 'check', f], { FEDGATE_BROKER_PASSWORD: 'a', FEDGATE_MQTT_PASSWORD: 'b' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toBe(`fedgate: ${f}: invalid configuration (1 error):\n  FEDGATE_BROKER_PASSWORD and FEDGATE_MQTT_PASSWORD: both set, to different values; they are one setting (broker.password): set one of them\n`);
+    const same = run(['config', 'check', file('job:\n  rounds: 3\n'), '--role', 'aggregator'], { FEDGATE_BROKER_PASSWORD: 'a', FEDGATE_MQTT_PASSWORD: 'a' });
+    expect(same.status).toBe(0);
+    expect(JSON.parse(same.stdout.slice(3)).broker.password).toBe('[redacted]');
   });
 
   it.skipIf(!existsSync(main))('exits 1 on a missing file', () => {

@@ -11,4 +11,4 @@ export { loadConfigFile, formatOf, type LoadOptions } from './load';
 export { mergeConfig, diffPaths } from './merge';
 export { restartRequired } from './restart';
 export { redactConfig, REDACTED } from './redact';
-export { envName, envVariables, envOverrides, type EnvOverrides } from './env';
+export { envName, envVariables, envOverrides, unknownVariables, OTHER_VARIABLES, type EnvOverrides } from './env';

@@ -12,6 +12,8 @@ import { logger } from '../log';
 export interface LoadOptions {
   /** Where the overrides are read from; default process.env. */
   env?: NodeJS.ProcessEnv;
+  /** Told each warning (an unknown FEDGATE_ variable); default: logged. */
+  onWarning?: (message: string) => void;
 }
 
 type Format = 'yaml' | 'json';
@@ -107,6 +109,7 @@ export async function loadConfigFile<R extends Role>(file: string, role: R, opts
   await warnIfReadable(file, fromFile);
 
   const env = envOverrides(role, opts.env ?? process.env);
+  for (const w of env.warnings) (opts.onWarning ?? ((m: string) => logger('config').warn(m)))(w);
   const merged = mergeConfig(mergeConfig(defaultConfig(role), fromFile), env.partial);
   const { config, issues } = checkConfig(merged, role);
   const where = (i: ConfigIssue): string => {

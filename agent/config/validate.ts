@@ -51,7 +51,8 @@ export function dotted(instancePath: string, child?: string): string {
   return parts.length ? parts.join('.') : '(root)';
 }
 
-function distance(a: string, b: string): number {
+/** Edit distance, case-insensitive: for "did you mean" suggestions. */
+export function distance(a: string, b: string): number {
   const d = Array.from({ length: b.length + 1 }, (_, i) => i);
   for (let i = 1; i <= a.length; i++) {
     let prev = d[0];

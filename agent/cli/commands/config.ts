@@ -9,10 +9,10 @@ export function addConfigCommand(program: Command): Command {
 
   config
     .command('check <file>')
-    .description('validate a YAML or JSON settings file (with the FEDGATE_* environment overrides applied): prints "ok" and the effective settings (secrets redacted), or every error and exits 1')
+    .description('validate a YAML or JSON settings file (with the FEDGATE_* environment overrides applied): prints "ok" and the effective settings (secrets redacted), or every error and exits 1; warns of FEDGATE_* variables that are no setting')
     .addOption(roleOption())
     .action(async (file: string, o: { role: Role }) => {
-      const cfg = await loadConfigFile(file, o.role);
+      const cfg = await loadConfigFile(file, o.role, { onWarning: (m) => process.stderr.write(`fedgate: warning: ${m}\n`) });
       process.stdout.write('ok\n' + JSON.stringify(redactConfig(cfg), null, 2) + '\n');
     });
 
