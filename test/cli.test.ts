@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import mqtt from 'mqtt';
@@ -139,5 +139,88 @@ describe('simulate on a shared broker', () => {
       await Promise.all(real.map((r) => r.exited));
       await broker.close();
     }
+  }, 120_000);
+});
+
+describe('an aggregator with no gateway', () => {
+  it('fails with a clear line and writes no model or report', async () => {
+    const broker = await startAedes();
+    const dir = mkdtempSync(path.join(tmpdir(), 'fg-cli-empty-'));
+    try {
+      const r = await fedgate(['aggregator', '--broker', broker.url, '--fleet', 'empty', '--rounds', '1', '--wait', '1', '--hidden', '16',
+        '--report', 'r.json', '--log-level', 'error'], { cwd: dir });
+      expect(r.stdout).toMatch(/^round 1\/1  participants 0\/0  .*\(model kept\)\n$/);
+      expect(r.stderr).toBe('fedgate: no gateway took part in the round: check --broker, --prefix and --fleet (no model or report written)\n');
+      expect(r.code).toBe(1);
+      expect(readdirSync(dir)).toEqual([]);
+    } finally {
+      await broker.close();
+    }
+  }, 30_000);
+});
+
+describe('output files are checked before any work', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'fg-cli-out-'));
+  writeFileSync(path.join(dir, 'file'), 'x');
+  it.each([
+    ['--report', `${dir}/file/r.json`, `${dir}/file is not a folder`],
+    ['--report', '/proc/r.json', 'cannot create files in /proc (ENOENT)'],
+    ['--report', `${dir}/missing/dir/r.json`, `folder ${dir}/missing/dir does not exist (create it first)`],
+    ['--model-out', dir, 'is a folder'],
+    ['--model-out', `${dir}/file/m.onnx`, `${dir}/file is not a folder`],
+    ['--checkpoint', `${dir}/file/x/c.ckpt`, `${dir}/file is not a folder`],
+    ['--checkpoint', '/proc/c.ckpt', 'cannot create files in /proc (ENOENT)'],
+  ])('simulate %s %s: refused at once, nothing created', async (option, file, why) => {
+    const t0 = Date.now();
+    const r = await fedgate(['simulate', '--rounds', '1', '--clients', '2', option, file]);
+    expect(r.stderr).toBe(`fedgate: ${option} ${file}: ${why}\n`);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(Date.now() - t0).toBeLessThan(5_000); // no training first
+    expect(existsSync(`${dir}/missing`)).toBe(false);
+  });
+
+  it('the aggregator and virtual mode check them too', async () => {
+    const agg = await fedgate(['aggregator', '--broker', 'mqtt://127.0.0.1:1', '--report', '/proc/r.json']);
+    expect(agg.stderr).toBe('fedgate: --report /proc/r.json: cannot create files in /proc (ENOENT)\n');
+    expect(agg.code).toBe(1);
+    const virtual = await fedgate(['simulate', '--mode', 'virtual', '--report', `${dir}/missing/r.json`]);
+    expect(virtual.stderr).toBe(`fedgate: --report ${dir}/missing/r.json: folder ${dir}/missing does not exist (create it first)\n`);
+    expect(virtual.code).toBe(1);
+    const unused = await fedgate(['simulate', '--mode', 'virtual', '--checkpoint', 'c', '--model-out', 'm.onnx']);
+    expect(unused.stderr).toBe('fedgate: --checkpoint, --model-out: not available with --mode virtual (it runs no broker and keeps no checkpoint or model)\n');
+    expect(unused.code).toBe(1);
+  });
+});
+
+describe('checkpoints', () => {
+  it('an existing one is not overwritten without --resume or --fresh; --resume of a finished job says there is nothing to do', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'fg-cli-ckpt-'));
+    const ckpt = path.join(dir, 'c.ckpt');
+    const base = ['simulate', '--clients', '2', '--max-samples', '200', '--hidden', '16', '--model-out', '', '--checkpoint', ckpt];
+    const first = await fedgate([...base, '--rounds', '1'], { ms: 60_000 });
+    expect(first.code, first.stderr).toBe(0);
+    const written = statSync(ckpt).mtimeMs;
+
+    const again = await fedgate([...base, '--rounds', '1']);
+    expect(again.stderr).toBe(`fedgate: --checkpoint ${ckpt} already exists: --resume continues from it, --fresh starts over and overwrites it\n`);
+    expect(again.code).toBe(1);
+
+    const done = await fedgate([...base, '--rounds', '1', '--resume', '--report', path.join(dir, 'r.json')]);
+    expect(done.stdout).toBe(`nothing to do: checkpoint ${ckpt} already holds round 1, and --rounds is 1 (raise --rounds to train on; nothing was written)\n`);
+    expect(done.code).toBe(0);
+    expect(existsSync(path.join(dir, 'r.json'))).toBe(false);
+
+    const both = await fedgate([...base, '--resume', '--fresh']);
+    expect(both.stderr).toBe('fedgate: --resume and --fresh exclude each other: continue from the checkpoint, or start over\n');
+    expect(statSync(ckpt).mtimeMs).toBe(written);
+
+    const fresh = await fedgate([...base, '--rounds', '1', '--fresh'], { ms: 60_000 });
+    expect(fresh.code, fresh.stderr).toBe(0);
+    expect(fresh.stdout).toMatch(/^round 1\/1  participants 2\/2 /);
+    expect(statSync(ckpt).mtimeMs).toBeGreaterThan(written);
+
+    const missing = await fedgate(['simulate', '--resume', '--checkpoint', path.join(dir, 'none.ckpt')]);
+    expect(missing.stderr).toBe(`fedgate: --resume: checkpoint ${path.join(dir, 'none.ckpt')} does not exist\n`);
   }, 120_000);
 });

@@ -9,6 +9,7 @@ import { simulate, runAggregatorJob, formatRound, loadShard, parseShard, parseDa
 import { brokerOptions, int, jobOptions, positive } from './options';
 import { parseTierMix } from '../sim/tiers';
 import { simFleetName } from '../sim/simulate';
+import { checkOutput } from '../sim/job';
 import { loadConfigFile } from '../config';
 import { addProfileCommand } from './commands/profile';
 import type { RoundRecord } from '../aggregator';
@@ -22,6 +23,7 @@ function printRound(rounds: number) {
 }
 
 function printSummary(report: JobReport): void {
+  if (report.nothingToDo) return void process.stdout.write(report.nothingToDo + '\n');
   const up = report.rounds.reduce((s, r) => s + r.bytesUp, 0);
   const down = report.rounds.reduce((s, r) => s + r.bytesDown, 0);
   const f = report.final;
@@ -81,7 +83,7 @@ function jobFrom(o: Opts) {
     dataset: parseDatasetName(o.dataset), dataDir: o.dataDir, hidden: o.hidden, rounds: o.rounds,
     clientsPerRound: o.clientsPerRound, epochs: o.epochs, batchSize: o.batchSize, lr: o.lr, codec: o.codec,
     strategy: o.strategy, overcommit: o.overcommit, targetQuantile: o.targetQuantile, maxIdleRounds: o.maxIdleRounds, foldLate: o.foldLate,
-    deadlineSeconds: o.deadline, seed: o.seed, checkpoint: o.checkpoint, modelOut: o.modelOut, report: o.report,
+    deadlineSeconds: o.deadline, seed: o.seed, checkpoint: o.checkpoint, resume: o.resume, fresh: o.fresh, modelOut: o.modelOut, report: o.report,
   };
 }
 
@@ -122,6 +124,9 @@ export function buildCli(): Command {
     .option('--time-scale <x>', 'processes mode with --tiers: simulated seconds per real second', positive, 10)
     .action(async (o: Opts, cmd: Command) => {
       if (o.mode === 'virtual') {
+        const unused = ['checkpoint', 'resume', 'fresh', 'modelOut', 'broker'].filter((k) => cmd.getOptionValueSource(k) === 'cli');
+        if (unused.length) throw new Error(`${unused.map((k) => cmd.options.find((x) => x.attributeName() === k)!.long).join(', ')}: not available with --mode virtual (it runs no broker and keeps no checkpoint or model)`);
+        if (o.report) checkOutput('--report', o.report);
         const { runVirtualJob, formatVirtualRound } = await import('../sim/run-virtual');
         const res = await runVirtualJob({ ...jobFrom(o), clients: o.clients, partition: o.partition, tiers: o.tiers, trace: o.trace, timeBudgetSeconds: o.timeBudget }, (r) => process.stdout.write(formatVirtualRound(r, o.rounds) + '\n'));
         const last = res.rounds.at(-1);
@@ -153,14 +158,12 @@ export function buildCli(): Command {
     .option('--config <file>', 'settings file (YAML or JSON; see `fedgate config schema --role aggregator`); flags given explicitly override it')
     .option('--min-clients <n>', 'nodes to wait for before each round', int(1), 1)
     .option('--wait <seconds>', 'how long to wait for --min-clients', int(0), 300)
-    .option('--resume', 'continue from --checkpoint')
     .action(async (o: Opts, cmd: Command) => {
       if (o.config) o = await overlayConfigFile(o, cmd);
       if (!o.broker) throw new Error('--broker <url> is required (or broker.url in --config)');
-      if (o.resume && !o.checkpoint) throw new Error('--resume needs --checkpoint <file>');
       let stop: (() => Promise<void>) | undefined;
       onSignals(async () => stop?.());
-      const report = await runAggregatorJob({ ...jobFrom(o), url: o.broker, minClients: o.minClients, waitForClientsSeconds: o.wait, resume: o.resume }, printRound(o.rounds), (agg) => (stop = () => agg.stop()));
+      const report = await runAggregatorJob({ ...jobFrom(o), url: o.broker, minClients: o.minClients, waitForClientsSeconds: o.wait }, printRound(o.rounds), (agg) => (stop = () => agg.stop()));
       printSummary(report);
     });
 

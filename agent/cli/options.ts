@@ -82,7 +82,9 @@ export function jobOptions(cmd: Command): Command {
     .option('--fold-late', 'fold updates that miss their round into the next one, staleness-weighted (default: drop them)')
     .option('--deadline <seconds>', 'fedavg: each round\'s deadline; balanced: the longest deadline a round may get', positive, 120)
     .option('--seed <n>', 'random seed', int(0), 1)
-    .option('--checkpoint <file>', 'checkpoint file, written after every round')
+    .option('--checkpoint <file>', 'checkpoint file, written after every round; an existing one needs --resume or --fresh')
+    .option('--resume', 'continue from --checkpoint (its rounds count towards --rounds)')
+    .option('--fresh', 'start from round 1 and overwrite an existing --checkpoint')
     .option('--model-out <file>', 'write the final global model as a standard .onnx file', 'fedgate-model.onnx')
     .option('--report <file>', 'write a JSON report of the run');
 }

@@ -1,6 +1,6 @@
-import { promises as fs } from 'node:fs';
+import { closeSync, existsSync, openSync, statSync, unlinkSync } from 'node:fs';
 import * as path from 'node:path';
-import { Aggregator, BalancedStrategy, FedAvgStrategy, type RoundRecord, type Strategy } from '../aggregator';
+import { Aggregator, BalancedStrategy, FedAvgStrategy, loadCheckpoint, type RoundRecord, type Strategy } from '../aggregator';
 import { chooseCodec, codecLabel } from '../compress';
 import { buildInferenceModel, initParams, paramCount, type ModelSpec } from '../model';
 import { Topics, type CodecChoice } from '../transport';
@@ -40,6 +40,8 @@ export interface JobOptions {
   seed: number;
   checkpoint?: string;
   resume?: boolean;
+  /** Start from round 1 and overwrite an existing checkpoint (without it or `resume`, an existing checkpoint is refused). */
+  fresh?: boolean;
   modelOut?: string;
   report?: string;
   /** Aborting ends the open round, stops the aggregator and rejects (no model, no report; the checkpoint keeps the rounds done). */
@@ -52,12 +54,16 @@ export interface JobReport {
   final?: { accuracy: number; loss: number };
   seconds: number;
   modelFile?: string;
+  /** Set when `resume` found the checkpoint already holding every round asked: nothing was run or written. */
+  nothingToDo?: string;
 }
 
 /** Runs the aggregator side of a federated job to its last round; returns (and optionally writes) the report. */
 export async function runAggregatorJob(opts: JobOptions, onRound: (r: RoundRecord) => void = () => undefined, onStart?: (agg: Aggregator) => void): Promise<JobReport> {
   const log = logger('job');
   const started = Date.now();
+  const done = await checkJobFiles(opts);
+  if (done) return done;
   const test = loadSplit({ dataset: opts.dataset, dataDir: opts.dataDir }, 'test');
   const spec: ModelSpec = defaultSpec(test, opts.hidden);
   const evaluator = await createEvaluator(spec, test);
@@ -81,6 +87,12 @@ export async function runAggregatorJob(opts: JobOptions, onRound: (r: RoundRecor
     foldLate: opts.foldLate,
   });
   aggregator.on('round', onRound);
+  let ran = 0;
+  let joined = 0;
+  aggregator.on('round', (r: RoundRecord) => {
+    ran++;
+    if (r.participants > 0) joined++;
+  });
   const abort = () => void aggregator.stop();
   opts.signal?.addEventListener('abort', abort, { once: true });
   try {
@@ -89,6 +101,8 @@ export async function runAggregatorJob(opts: JobOptions, onRound: (r: RoundRecor
     onStart?.(aggregator);
     const result = await aggregator.run();
     opts.signal?.throwIfAborted();
+    // An empty fleet (a wrong fleet name, prefix or broker) must not pass for a run: its "model" is the untrained one.
+    if (ran > 0 && joined === 0) throw new Error(`no gateway took part in ${ran === 1 ? 'the round' : `any of the ${ran} rounds`}: check --broker, --prefix and --fleet (no model or report written)`);
     let modelFile: string | undefined;
     if (opts.modelOut) {
       modelFile = path.resolve(opts.modelOut);
@@ -142,10 +156,66 @@ export function buildStrategy(opts: Pick<JobOptions, 'strategy' | 'codec' | 'cli
 
 export { codecLabel };
 
-/** Reports and models: created with their folder, written atomically (temp file, fsync, rename). */
+/** Reports and models, written atomically (temp file, fsync, rename) into a folder checked by checkOutput. */
 export async function writeOutput(file: string, data: Uint8Array): Promise<void> {
-  await fs.mkdir(path.dirname(file), { recursive: true });
   await writeFileAtomic(file, data, 0o644);
+}
+
+/**
+ * Refuses, before any work, a file the run could not write at its end: its folder must exist (none is
+ * created: a typo must not grow a tree) and take a new file (the atomic write's temporary one).
+ */
+export function checkOutput(option: string, file: string): void {
+  const abs = path.resolve(file);
+  const dir = path.dirname(abs);
+  const fail = (why: string) => new Error(`${option} ${file}: ${why}`);
+  let at = dir;
+  while (!existsSync(at)) at = path.dirname(at);
+  if (!statSync(at).isDirectory()) throw fail(`${at} is not a folder`);
+  if (at !== dir) throw fail(`folder ${dir} does not exist (create it first)`);
+  if (existsSync(abs) && statSync(abs).isDirectory()) throw fail('is a folder');
+  const probe = path.join(dir, `.${path.basename(abs)}.${process.pid}.probe`);
+  try {
+    closeSync(openSync(probe, 'wx'));
+    unlinkSync(probe);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EACCES' || code === 'EPERM') throw fail(`no permission to write in ${dir}`);
+    if (code === 'EROFS') throw fail(`${dir} is on a read-only file system`);
+    throw fail(`cannot create files in ${dir} (${code ?? (err as Error).message})`);
+  }
+}
+
+/**
+ * Checks every file of a job before any work starts (outputs writable, the checkpoint not
+ * overwritten by mistake); returns the report to give when `resume` finds the job already done.
+ */
+export async function checkJobFiles(opts: Pick<JobOptions, 'report' | 'modelOut' | 'checkpoint' | 'resume' | 'fresh' | 'rounds'>): Promise<JobReport | undefined> {
+  if (opts.report) checkOutput('--report', opts.report);
+  if (opts.modelOut) checkOutput('--model-out', opts.modelOut);
+  if (!opts.checkpoint) {
+    if (opts.resume) throw new Error('--resume needs --checkpoint <file>');
+    return undefined;
+  }
+  checkOutput('--checkpoint', opts.checkpoint);
+  if (opts.resume && opts.fresh) throw new Error('--resume and --fresh exclude each other: continue from the checkpoint, or start over');
+  const exists = existsSync(opts.checkpoint);
+  if (!opts.resume) {
+    if (exists && !opts.fresh) throw new Error(`--checkpoint ${opts.checkpoint} already exists: --resume continues from it, --fresh starts over and overwrites it`);
+    return undefined;
+  }
+  if (!exists) throw new Error(`--resume: checkpoint ${opts.checkpoint} does not exist`);
+  const ckpt = await loadCheckpoint<{ rounds?: RoundRecord[] }>(opts.checkpoint);
+  if (ckpt.round < opts.rounds) return undefined;
+  const rounds = ckpt.state.rounds ?? [];
+  const last = rounds.at(-1);
+  return {
+    config: { checkpoint: opts.checkpoint, rounds: opts.rounds, resume: true },
+    rounds,
+    final: last?.accuracy !== undefined ? { accuracy: last.accuracy, loss: last.loss ?? NaN } : undefined,
+    seconds: 0,
+    nothingToDo: `nothing to do: checkpoint ${opts.checkpoint} already holds round ${ckpt.round}, and --rounds is ${opts.rounds} (raise --rounds to train on; nothing was written)`,
+  };
 }
 
 /** One line per round for a terminal. */

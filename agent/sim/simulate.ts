@@ -7,7 +7,7 @@ import type { DeviceTier } from './tiers';
 import { parsePartition } from '../data';
 import { startEmbeddedBroker, type EmbeddedBroker } from '../broker';
 import { logger } from '../log';
-import { runAggregatorJob, type JobOptions, type JobReport } from './job';
+import { checkJobFiles, runAggregatorJob, type JobOptions, type JobReport } from './job';
 import type { RoundRecord } from '../aggregator';
 
 export interface SimulateOptions extends Omit<JobOptions, 'url' | 'minClients'> {
@@ -47,6 +47,8 @@ export async function simulate(opts: SimulateOptions, onRound: (r: RoundRecord) 
   parsePartition(opts.partition); // refuse a bad spec here, before ten processes each refuse it
   if (!Number.isInteger(opts.clients) || opts.clients < 1) throw new Error(`--clients must be a whole number ≥ 1, got ${opts.clients}`);
   opts.signal?.throwIfAborted();
+  const done = await checkJobFiles(opts);
+  if (done) return done;
   let broker: EmbeddedBroker | undefined;
   const url = opts.broker ?? (broker = await startEmbeddedBroker()).url;
   const children: ChildProcess[] = [];
