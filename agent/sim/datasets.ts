@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { loadMnist, loadFemnist, partition, parsePartition, select, type Dataset, type Shard } from '../data';
 import { mlp, type ModelSpec } from '../model';
@@ -16,13 +17,33 @@ export function parseDatasetName(s: string): DatasetName {
   throw new Error(`unknown dataset "${s}": use mnist or femnist`);
 }
 
+/** The folder holding femnist/: $FEDGATE_DATA_DIR, else ../shared/data from the package's root, wherever the command runs from. */
 export function defaultDataDir(): string {
-  return process.env.FEDGATE_DATA_DIR ?? path.resolve(__dirname, '../../../../shared/data');
+  return process.env.FEDGATE_DATA_DIR ? path.resolve(process.env.FEDGATE_DATA_DIR) : path.resolve(packageRoot(), '../shared/data');
+}
+
+/** The folder of fedgate's package.json (the repository, or where it is installed); from the sources or from dist/. */
+function packageRoot(): string {
+  let dir = __dirname;
+  while (!existsSync(path.join(dir, 'package.json')) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+  return dir;
+}
+
+const FEMNIST_MARKER = 'train-images-idx3-ubyte.gz';
+
+/** FEMNIST's files: in `<dataDir>/femnist`, or in `dataDir` itself when it is the femnist folder. */
+export function femnistDir(dataDir?: string): string {
+  const base = dataDir ? path.resolve(dataDir) : defaultDataDir();
+  const candidates = [path.join(base, 'femnist'), base];
+  const found = candidates.find((dir) => existsSync(path.join(dir, FEMNIST_MARKER)));
+  if (found) return found;
+  const from = dataDir ? '--data-dir' : process.env.FEDGATE_DATA_DIR ? '$FEDGATE_DATA_DIR' : 'the default; --data-dir or $FEDGATE_DATA_DIR names another';
+  throw new Error(`FEMNIST not found: no ${FEMNIST_MARKER} in ${candidates.join(' or ')} (${from})`);
 }
 
 export function loadSplit(choice: DataChoice, split: 'train' | 'test'): Dataset {
   if (choice.dataset === 'mnist') return loadMnist(split);
-  return loadFemnist(path.join(choice.dataDir ?? defaultDataDir(), 'femnist'), split);
+  return loadFemnist(femnistDir(choice.dataDir), split);
 }
 
 export function defaultSpec(ds: Pick<Dataset, 'features' | 'classes' | 'name'>, hidden: number[] = [128]): ModelSpec {

@@ -71,7 +71,7 @@ export function addAgentCommand(program: Command, brokerOptions: (cmd: Command, 
     .option('--config <file>', 'settings file (YAML or JSON; see `fedgate config schema --role agent`); flags override it')
     .option('--node-id <id>', 'this gateway\'s id (one topic level: no + # / or leading $); default: generated once and kept in the state directory')
     .option('--dataset <name>', 'mnist, femnist or csv')
-    .option('--data-dir <dir>', 'folder holding femnist/')
+    .option('--data-dir <dir>', 'folder holding femnist/, or the femnist folder itself (default: $FEDGATE_DATA_DIR, else ../shared/data from fedgate\'s folder)')
     .option('--shard <i/n>', 'which part of the data set this gateway holds')
     .option('--partition <spec>', 'how the data set is split over the n shards: iid, dirichlet:<alpha>')
     .option('--seed <n>', 'seed of the partition', int(0))
