@@ -50,6 +50,7 @@ const ALL_ARMS: Arm[] = [
   { name: 'int4-stoch', codec: { codec: 'int4', stochastic: true }, ef: false },
   { name: 'topk1%+EF', codec: { codec: 'topk', k: 0.01 }, ef: true },
   { name: 'topk1%+int8+EF', codec: { codec: 'topk-int8', k: 0.01 }, ef: true },
+  { name: 'topk2%+int8+EF', codec: { codec: 'topk-int8', k: 0.02 }, ef: true },
   { name: 'topk10%+int8+EF', codec: { codec: 'topk-int8', k: 0.1 }, ef: true },
   { name: 'topk0.1%+int8+EF', codec: { codec: 'topk-int8', k: 0.001 }, ef: true },
   { name: 'topk1%+int8+EF+warmup', codec: { codec: 'topk-int8', k: 0.01 }, ef: true, warmupK: [0.04, 0.02] },
