@@ -251,3 +251,39 @@ describe('FEMNIST from --data-dir', () => {
     expect(fromEnv.stderr).toBe(`fedgate: FEMNIST not found: no train-images-idx3-ubyte.gz in ${dir}/femnist or ${dir} ($FEDGATE_DATA_DIR)\n`);
   });
 });
+
+describe('values that used to pass silently', () => {
+  it.each([
+    [[{ tier: 'pi3' }], 'devices[0].id: every device needs an id (a non-empty string)'],
+    [[{ id: 'gw-a', tier: 'pi3' }, { id: '', tier: 'pi4' }], 'devices[1].id: every device needs an id (a non-empty string)'],
+    [[{ id: 'gw-a', tier: 'pi3' }, { id: 'gw-b', tier: 'pi4' }, { id: 'gw-a', tier: 'x86' }], 'devices[2].id: "gw-a" is already the id of devices[0]'],
+  ])('a trace %j is refused', async (devices, why) => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'fg-cli-trace-')), 'trace.json');
+    writeFileSync(file, JSON.stringify({ devices }));
+    const r = await fedgate(['simulate', '--mode', 'virtual', '--trace', file, '--rounds', '1']);
+    expect(r.stderr).toBe(`fedgate: trace ${file}: ${why}\n`);
+    expect(r.code).toBe(1);
+  });
+
+  it.each(['--broker', '--username', '--fleet'])('broker refuses %s (it would mean nothing there)', async (flag) => {
+    const r = await fedgate(['broker', '--port', '0', flag, 'x']);
+    expect(r.stderr).toBe(`error: unknown option '${flag}'\n(see fedgate broker --help)\n`);
+    expect(r.code).toBe(1);
+  });
+
+  it('broker --host 0.0.0.0 warns that it exposes an unauthenticated broker; loopback does not', async () => {
+    for (const [host, warned] of [['0.0.0.0', true], ['127.0.0.1', false]] as const) {
+      const run = startFedgate(['broker', '--host', host, '--port', '0']);
+      try {
+        await until(() => run.out.stdout.includes('broker listening on'), 10_000, 'broker up');
+        await new Promise((r) => setTimeout(r, 200));
+        const port = /:(\d+)\n$/.exec(run.out.stdout)![1];
+        expect(run.out.stdout).toBe(`broker listening on mqtt://${host}:${port}\n`);
+        expect(run.out.stderr).toBe(warned ? `fedgate: WARNING: the embedded broker has no authentication and no TLS, and --host 0.0.0.0 exposes it beyond this machine: anyone who reaches port ${port} can read every update and send any task. For a network, use mosquitto with broker-config/ (users, ACL, TLS).\n` : '');
+      } finally {
+        run.child.kill('SIGTERM');
+        expect(await run.exited).toEqual({ code: 0, signal: null });
+      }
+    }
+  });
+});

@@ -6,7 +6,7 @@ import { startEmbeddedBroker } from '../broker';
 import { addAgentCommand } from './commands/agent';
 import { Topics } from '../transport';
 import { simulate, runAggregatorJob, formatRound, loadShard, parseShard, parseDatasetName, type JobReport } from '../sim';
-import { brokerOptions, int, jobOptions, positive } from './options';
+import { brokerOptions, int, jobOptions, logLevelOption, positive } from './options';
 import { parseTierMix } from '../sim/tiers';
 import { simFleetName } from '../sim/simulate';
 import { checkOutput } from '../sim/job';
@@ -77,6 +77,10 @@ function abortOnSignals(): { signal: AbortSignal; exitIfStopped(err: unknown): n
   };
 }
 
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
 function jobFrom(o: Opts) {
   return {
     prefix: o.prefix, fleet: o.fleet, username: o.username, password: o.password, maxPacketBytes: o.maxPacketBytes,
@@ -145,11 +149,17 @@ export function buildCli(): Command {
       printSummary(report);
     });
 
-  brokerOptions(program.command('broker').description('run the embedded MQTT broker (aedes, MQTT 3.1.1)'), false)
+  // Only its own options: --broker, credentials or a fleet would be silently meaningless here.
+  program.command('broker').description('run the embedded MQTT broker (aedes, MQTT 3.1.1)')
     .option('--port <n>', 'TCP port', int(0, 65535), 1883)
     .option('--host <addr>', 'address to listen on (loopback by default: the embedded broker has no authentication)', '127.0.0.1')
+    .addOption(logLevelOption())
     .action(async (o: Opts) => {
       const broker = await startEmbeddedBroker({ port: o.port, host: o.host });
+      if (!isLoopback(o.host)) {
+        process.stderr.write(`fedgate: WARNING: the embedded broker has no authentication and no TLS, and --host ${o.host} exposes it beyond this machine: ` +
+          `anyone who reaches port ${broker.port} can read every update and send any task. For a network, use mosquitto with broker-config/ (users, ACL, TLS).\n`);
+      }
       process.stdout.write(`broker listening on ${broker.url}\n`);
       onSignals(() => broker.close());
     });

@@ -60,7 +60,11 @@ export function brokerOptions(cmd: Command, required: boolean): Command {
     .option('--prefix <topic>', 'topic prefix', 'fedgate')
     .option('--fleet <name>', 'fleet name (second topic level)', 'default')
     .option('--max-packet-bytes <n>', 'largest MQTT packet to send; bigger payloads are chunked', int(1024), 128 * 1024)
-    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('warn'));
+    .addOption(logLevelOption());
+}
+
+export function logLevelOption(): Option {
+  return new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('warn');
 }
 
 /** Options of a training job (the aggregator's side). */

@@ -105,6 +105,7 @@ export function loadTrace(file: string): Device[] {
   }
   const devices = (raw as { devices?: unknown }).devices;
   if (!Array.isArray(devices) || devices.length === 0) throw new Error(`trace ${file}: "devices" must be a non-empty array`);
+  const seen = new Map<string, number>();
   return devices.map((d: Record<string, unknown>, i: number) => {
     const where = `trace ${file}: devices[${i}]`;
     const base = d.tier === undefined ? undefined : TIERS[String(d.tier)];
@@ -130,7 +131,10 @@ export function loadTrace(file: string): Device[] {
         return [w[0], w[1]] as [number, number];
       }).sort((a: [number, number], b: [number, number]) => a[0] - b[0]);
     }
-    return { id: String(d.id ?? `dev-${i}`), tier, windows };
+    if (typeof d.id !== 'string' || d.id.trim() === '') throw new Error(`${where}.id: every device needs an id (a non-empty string)`);
+    if (seen.has(d.id)) throw new Error(`${where}.id: "${d.id}" is already the id of devices[${seen.get(d.id)}]`);
+    seen.set(d.id, i);
+    return { id: d.id, tier, windows };
   });
 }
 
