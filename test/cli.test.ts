@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import mqtt from 'mqtt';
 import { MAIN, until } from './helpers/gateway';
 import { defaultDataDir } from '../agent/sim';
-import { startAedes, startMosquitto, mosquittoMissing, type TestBroker } from './helpers/brokers';
+import { freePort, startAedes, startMosquitto, mosquittoMissing, type TestBroker } from './helpers/brokers';
 
 interface Run { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
 
@@ -286,4 +286,13 @@ describe('values that used to pass silently', () => {
       }
     }
   });
+});
+
+describe('an unreachable broker', () => {
+  it('is one clear line at the default log level, not a raw warning per attempt first', async () => {
+    const url = `mqtt://127.0.0.1:${await freePort()}`;
+    const r = await fedgate(['aggregator', '--broker', url, '--rounds', '1', '--hidden', '16', '--model-out', ''], { ms: 30_000 });
+    expect(r.stderr).toBe(`fedgate: could not connect to the MQTT broker at ${url} within 10000 ms\n`);
+    expect(r.code).toBe(1);
+  }, 30_000);
 });

@@ -4,7 +4,7 @@ import { Aggregator, BalancedStrategy, FedAvgStrategy, loadCheckpoint, type Roun
 import { chooseCodec, codecLabel } from '../compress';
 import { buildInferenceModel, initParams, paramCount, type ModelSpec } from '../model';
 import { Topics, type CodecChoice } from '../transport';
-import { logger } from '../log';
+import { logger, type Logger } from '../log';
 import { writeFileAtomic } from '../state';
 import { createEvaluator } from './evaluator';
 import { defaultSpec, loadSplit, type DatasetName } from './datasets';
@@ -68,7 +68,9 @@ export async function runAggregatorJob(opts: JobOptions, onRound: (r: RoundRecor
   const spec: ModelSpec = defaultSpec(test, opts.hidden);
   const evaluator = await createEvaluator(spec, test);
   const strategy = buildStrategy(opts, paramCount(spec));
+  const aggLog = logger('aggregator');
   const aggregator = new Aggregator({
+    log: aggLog,
     url: opts.url,
     username: opts.username,
     password: opts.password,
@@ -96,7 +98,7 @@ export async function runAggregatorJob(opts: JobOptions, onRound: (r: RoundRecor
   const abort = () => void aggregator.stop();
   opts.signal?.addEventListener('abort', abort, { once: true });
   try {
-    await aggregator.start();
+    await connectQuietly(aggregator, aggLog);
     opts.signal?.throwIfAborted();
     onStart?.(aggregator);
     const result = await aggregator.run();
@@ -123,6 +125,21 @@ export async function runAggregatorJob(opts: JobOptions, onRound: (r: RoundRecor
     opts.signal?.removeEventListener('abort', abort);
     await aggregator.stop().catch(() => undefined);
     await evaluator.close();
+  }
+}
+
+/**
+ * While the first connection is pending, the link warns of every failed attempt (one raw line each);
+ * at the default level the connect's own error ("could not connect … within …") says it once, clearly.
+ * The link's logger is a child of `log` and follows its level.
+ */
+async function connectQuietly(aggregator: Aggregator, log: Logger): Promise<void> {
+  const level = log.level;
+  if (level === 'warn') log.level = 'error';
+  try {
+    await aggregator.start();
+  } finally {
+    log.level = level;
   }
 }
 
