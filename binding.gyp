@@ -11,7 +11,7 @@
   'targets': [
     {
       'target_name': 'fedgate_compress',
-      'sources': [ 'native/compress.cc' ],
+      'sources': [ 'native/compress.cc', 'native/sdnotify.cc' ],
       'dependencies': [ "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except_all" ],
       'cflags!': [ '-O2', '-O0' ],
       'cflags_cc!': [ '-O2', '-O0' ],

@@ -7,6 +7,8 @@
 // disables FMA contraction. Integer tricks (abs/max on the bit pattern) are exact by construction.
 #include <napi.h>
 
+#include "sdnotify.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cfloat>
@@ -640,6 +642,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("encode", Napi::Function::New(env, Encode, "encode"));
   exports.Set("encodeAsync", Napi::Function::New(env, EncodeAsync, "encodeAsync"));
   exports.Set("decode", Napi::Function::New(env, Decode, "decode"));
+  fedgate::RegisterSdNotify(env, exports);
   return exports;
 }
 

@@ -57,7 +57,7 @@ describe('systemd units', () => {
       expect(d).toContain(`EnvironmentFile=-/etc/fedgate/${role}.env`);
       expect(d).toContain(`StateDirectory=fedgate/${role}`);
       for (const line of [
-        'Type=exec', 'DynamicUser=yes', 'Restart=on-failure', 'RestartSec=5s', 'NoNewPrivileges=yes', 'CapabilityBoundingSet=',
+        'Type=notify', 'NotifyAccess=main', 'DynamicUser=yes', 'Restart=on-failure', 'RestartSec=5s', 'NoNewPrivileges=yes', 'CapabilityBoundingSet=',
         'ProtectSystem=strict', 'ProtectHome=yes', 'PrivateTmp=yes', 'PrivateDevices=yes', 'ProtectKernelTunables=yes',
         'ProtectKernelModules=yes', 'ProtectKernelLogs=yes', 'ProtectControlGroups=yes', 'LockPersonality=yes',
         'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK', 'SystemCallFilter=@system-service', 'UMask=0077',

@@ -11,6 +11,7 @@ import { checkUpdate, UpdateRejected } from './validate';
 import { Fleet, type NodeProfileSummary } from './fleet';
 import { loadCheckpoint, saveCheckpoint } from './checkpoint';
 import type { PlannedTask, RoundFailure, RoundPlan, Strategy } from './strategy';
+import { serviceNotifier, type ServiceNotifier } from '../service';
 
 export interface Evaluation {
   loss: number;
@@ -150,6 +151,7 @@ export class Aggregator extends EventEmitter {
   private readonly records: RoundRecord[] = [];
   private stopping = false;
   private readonly session = Date.now();
+  private service?: ServiceNotifier;
   /** Who was asked in the last few rounds, to check late updates. */
   private readonly recentRounds = new Map<number, { selected: Set<string>; sentAt: Map<string, number>; batch: Map<string, number> }>();
   private lateUpdates: ClientUpdate[] = [];
@@ -225,7 +227,10 @@ export class Aggregator extends EventEmitter {
       first = ckpt.round + 1;
       this.log.info({ round: ckpt.round }, 'resumed from checkpoint');
     }
+    this.service ??= serviceNotifier({ log: this.log.child({ module: 'service' }) });
+    this.service.ready(`aggregator of fleet ${this.opts.topics.fleet}, from round ${first} of ${this.opts.rounds}`);
     for (let round = first; round <= this.opts.rounds && !this.stopping; round++) {
+      this.service.status(`round ${round} of ${this.opts.rounds}`);
       const record = await this.runRound(round);
       this.records.push(record);
       if (this.opts.checkpointFile) {
@@ -239,6 +244,7 @@ export class Aggregator extends EventEmitter {
   }
 
   async stop(): Promise<void> {
+    this.service?.stopping();
     this.stopping = true;
     this.current?.plan.tasks.forEach((t) => this.current?.fail(t.node, 'aggregator stopping'));
     await this.link?.close(this.stateMessage(false));

@@ -13,6 +13,8 @@ interface Addon {
   encodeAsync(x: Float32Array, codec: number, blockSize: number, stochastic: boolean, seed: number, k: number): Promise<Uint8Array>;
   decode(bytes: Uint8Array): Float32Array;
   simd(level?: 'baseline' | 'avx2'): string;
+  /** sd_notify(3) over $NOTIFY_SOCKET (native/sdnotify.cc); used by agent/service. */
+  sdNotify?(socket: string, message: string): void;
 }
 
 export const ADDON_FILE = path.join('build', 'Release', 'fedgate_compress.node');
@@ -26,7 +28,7 @@ function packageRoot(): string | undefined {
 }
 
 /** `simd` picks the kernel set (tests check that every CPU path gives the same bytes). */
-export function loadNative(): { backend?: RawBackend; simd?: Addon['simd']; reason: string } {
+export function loadNative(): { backend?: RawBackend; simd?: Addon['simd']; sdNotify?: Addon['sdNotify']; reason: string } {
   const root = packageRoot();
   if (!root) return { reason: `no package.json above ${__dirname}` };
   const file = path.join(root, ADDON_FILE);
@@ -47,5 +49,10 @@ export function loadNative(): { backend?: RawBackend; simd?: Addon['simd']; reas
     encodeAsync: (x: Float32Array, p: Params) => addon.encodeAsync(x, p.codec, p.blockSize, p.stochastic, p.seed, p.k),
     decode: (bytes: Uint8Array) => addon.decode(bytes),
   };
-  return { backend, simd: (level) => (level === undefined ? addon.simd() : addon.simd(level)), reason: `native addon loaded from ${file}` };
+  return {
+    backend,
+    simd: (level) => (level === undefined ? addon.simd() : addon.simd(level)),
+    sdNotify: addon.sdNotify?.bind(addon),
+    reason: `native addon loaded from ${file}`,
+  };
 }

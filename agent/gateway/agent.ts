@@ -10,6 +10,7 @@ import { TrainingFeature } from './training';
 import { ManagementFeature, restoredConfig } from './management';
 import { ProfileFeature } from './profile';
 import type { TierEmulation } from './emulation';
+import { serviceNotifier, type ServiceNotifier } from '../service';
 
 export const VERSION = '0.1.0';
 
@@ -42,6 +43,7 @@ export interface AgentOptions {
 export class Agent {
   readonly bus = new GatewayBus();
   private link?: MqttLink;
+  private service?: ServiceNotifier;
   private config: AgentConfig;
   private readonly features: Feature[] = [];
   private training?: TrainingFeature;
@@ -84,7 +86,7 @@ export class Agent {
 
   async start(): Promise<void> {
     const restored = await restoredConfig(this.opts.config, this.opts.state);
-    if (restored.issues) this.log.error({ issues: restored.issues }, 'stored configuration layers are invalid now; starting without them');
+    if (restored.issues) this.log.error({ issues: restored.issues }, 'stored configuration layers that are invalid now were dropped; starting with the rest');
     this.config = restored.config;
     if (this.config.logging.level !== this.opts.config.logging.level) setLogLevel(this.config.logging.level);
     const cfg = this.config;
@@ -148,6 +150,9 @@ export class Agent {
     this.heartbeat = setInterval(() => this.sendHeartbeat(), every);
     this.bus.on('busyChanged', () => this.sendHeartbeat());
     this.log.info({ samples: this.opts.data.n, compress: compressBackend, stateDir: this.opts.state?.dir }, 'agent started');
+    // Under systemd (Type=notify): started, and the watchdog kept fed while the event loop runs.
+    this.service = serviceNotifier({ log: this.log.child({ module: 'service' }) });
+    this.service.ready(`node ${nodeId} of fleet ${cfg.fleet.name}, ${this.opts.data.n} samples`);
   }
 
   /** Busy = paused by the operator or by the host guard: the aggregator leaves a busy node out. */
@@ -191,6 +196,7 @@ export class Agent {
 
   /** Graceful stop: the running task is abandoned (its update, if written, stays in the outbox), offline is published, logs flushed. */
   async stop(opts: { clearState?: boolean; silent?: boolean } = {}): Promise<void> {
+    this.service?.stopping(opts.clearState ? 'leaving the fleet' : 'shutting down');
     clearInterval(this.heartbeat);
     for (const f of [...this.features].reverse()) {
       try {

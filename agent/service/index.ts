@@ -1,0 +1,1 @@
+export { serviceNotifier, watchdogMs, type ServiceNotifier, type SendNotify } from './notify';
