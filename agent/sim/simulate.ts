@@ -98,6 +98,8 @@ export async function simulate(opts: SimulateOptions, onRound: (r: RoundRecord) 
         });
         children.push(child);
       }
+    }).catch((err: Error) => {
+      throw failure ?? err; // the gateway's failure is the cause of whatever the cut-short job reports
     });
     if (failure) throw failure;
     return report;
