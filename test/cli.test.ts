@@ -224,6 +224,40 @@ describe('checkpoints', () => {
     const missing = await fedgate(['simulate', '--resume', '--checkpoint', path.join(dir, 'none.ckpt')]);
     expect(missing.stderr).toBe(`fedgate: --resume: checkpoint ${path.join(dir, 'none.ckpt')} does not exist\n`);
   }, 120_000);
+
+  // A service restarted by systemd runs the same command again: it must continue, not refuse.
+  it('--resume auto starts fresh without a checkpoint, continues from one, and says when it is done', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'fg-cli-auto-'));
+    const ckpt = path.join(dir, 'c.ckpt');
+    const base = ['simulate', '--clients', '2', '--max-samples', '200', '--hidden', '16', '--model-out', '', '--checkpoint', ckpt, '--resume', 'auto'];
+    const first = await fedgate([...base, '--rounds', '1'], { ms: 60_000 });
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toMatch(/^round 1\/1  participants 2\/2 /);
+    const second = await fedgate([...base, '--rounds', '2'], { ms: 60_000 });
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stdout).toMatch(/^round 2\/2  participants 2\/2 /);
+    expect(second.stdout).not.toMatch(/round 1\/2/);
+    const third = await fedgate([...base, '--rounds', '2']);
+    expect(third.stdout).toBe(`nothing to do: checkpoint ${ckpt} already holds round 2, and --rounds is 2 (raise --rounds to train on; nothing was written)\n`);
+    const bad = await fedgate(['simulate', '--resume', 'maybe', '--checkpoint', ckpt]);
+    expect(bad.stderr).toBe(`error: option '--resume [when]' argument 'maybe' is invalid. 'maybe' is not a way to resume: give --resume alone, or --resume auto\n(see fedgate simulate --help)\n`);
+    expect(bad.code).toBe(1);
+  }, 180_000);
+
+  it('relative paths in the aggregator\'s settings file are in its state directory (under systemd the working directory is /)', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'fg-cli-agg-'));
+    const stateDir = path.join(dir, 'state');
+    const file = path.join(dir, 'aggregator.yaml');
+    writeFileSync(file, `stateDir: ${stateDir}\njob:\n  checkpoint: c.ckpt\n  resume: never\n`);
+    // The state directory is created; an existing checkpoint there is found (and not overwritten).
+    const first = await fedgate(['aggregator', '--config', file, '--broker', 'mqtt://127.0.0.1:1'], { cwd: tmpdir() });
+    expect(existsSync(stateDir)).toBe(true);
+    expect(first.stderr).toMatch(/could not connect to the MQTT broker/);
+    writeFileSync(path.join(stateDir, 'c.ckpt'), 'x');
+    const second = await fedgate(['aggregator', '--config', file, '--broker', 'mqtt://127.0.0.1:1'], { cwd: tmpdir() });
+    expect(second.stderr).toBe(`fedgate: --checkpoint ${path.join(stateDir, 'c.ckpt')} already exists: --resume continues from it, --fresh starts over and overwrites it\n`);
+    expect(readFileSync(path.join(stateDir, 'c.ckpt'), 'utf8')).toBe('x');
+  }, 60_000);
 });
 
 describe('FEMNIST from --data-dir', () => {

@@ -1,5 +1,7 @@
 #!/usr/bin/env node
+import { mkdirSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
+import * as path from 'node:path';
 import { Command, Option } from 'commander';
 import { setLogLevel, logger } from '../log';
 import { startEmbeddedBroker } from '../broker';
@@ -11,6 +13,7 @@ import { parseTierMix } from '../sim/tiers';
 import { simFleetName } from '../sim/simulate';
 import { checkOutput } from '../sim/job';
 import { loadConfigFile } from '../config';
+import { resolveStateDir } from '../state';
 import { addProfileCommand } from './commands/profile';
 import type { RoundRecord } from '../aggregator';
 import { addConfigCommand } from './commands/config';
@@ -95,12 +98,21 @@ function jobFrom(o: Opts) {
 async function overlayConfigFile(o: Opts, cmd: Command): Promise<Opts> {
   const c = await loadConfigFile(o.config, 'aggregator');
   setLogLevel(c.logging.level);
+  // Relative paths of the settings file are in the state directory: under systemd the working
+  // directory is /, read-only (ProtectSystem=strict), and StateDirectory= is where state belongs.
+  const stateDir = resolveStateDir(c.stateDir);
+  const inState = (p: string | undefined) => {
+    if (p === undefined) return undefined;
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    return path.resolve(stateDir, p);
+  };
   const fromFile: Opts = {
     broker: c.broker.url, username: c.broker.username, password: c.broker.password, maxPacketBytes: c.broker.maxPacketBytes,
     prefix: c.fleet.prefix, fleet: c.fleet.name, logLevel: c.logging.level, dataset: c.data.dataset, dataDir: c.data.dataDir,
     hidden: c.model.hidden, rounds: c.job.rounds, clientsPerRound: c.job.clientsPerRound, minClients: c.job.minClients, wait: c.job.waitSeconds,
-    epochs: c.job.epochs, batchSize: c.job.batchSize, lr: c.job.lr, deadline: c.job.deadlineSeconds, seed: c.job.seed, checkpoint: c.job.checkpoint,
-    modelOut: c.job.modelOut, strategy: c.job.strategy, overcommit: c.job.overcommit, targetQuantile: c.job.targetQuantile,
+    epochs: c.job.epochs, batchSize: c.job.batchSize, lr: c.job.lr, deadline: c.job.deadlineSeconds, seed: c.job.seed, checkpoint: inState(c.job.checkpoint),
+    resume: c.job.resume === 'always' ? true : c.job.resume === 'auto' ? 'auto' : undefined,
+    modelOut: inState(c.job.modelOut), strategy: c.job.strategy, overcommit: c.job.overcommit, targetQuantile: c.job.targetQuantile,
     maxIdleRounds: c.job.maxIdleRounds, foldLate: c.job.foldLate,
     codec: c.compression.codec === 'auto' ? 'auto' : { codec: c.compression.codec, k: c.compression.k, blockSize: c.compression.blockSize, stochastic: c.compression.stochastic },
   };

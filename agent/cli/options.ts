@@ -1,6 +1,13 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { CodecChoice, CodecName } from '../transport';
 
+/** `--resume` alone means always; `--resume auto` only when the checkpoint exists. */
+export function resumeWhen(v: string): true | 'auto' {
+  if (v === 'auto') return 'auto';
+  if (v === 'always') return true;
+  throw new InvalidArgumentError(`'${v}' is not a way to resume: give --resume alone, or --resume auto`);
+}
+
 export function int(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
     const n = Number(value);
@@ -87,7 +94,7 @@ export function jobOptions(cmd: Command): Command {
     .option('--deadline <seconds>', 'fedavg: each round\'s deadline; balanced: the longest deadline a round may get', positive, 120)
     .option('--seed <n>', 'random seed', int(0), 1)
     .option('--checkpoint <file>', 'checkpoint file, written after every round; an existing one needs --resume or --fresh')
-    .option('--resume', 'continue from --checkpoint (its rounds count towards --rounds)')
+    .option('--resume [when]', 'continue from --checkpoint (its rounds count towards --rounds); --resume auto: only if it exists (a service that restarts)', resumeWhen)
     .option('--fresh', 'start from round 1 and overwrite an existing --checkpoint')
     .option('--model-out <file>', 'write the final global model as a standard .onnx file', 'fedgate-model.onnx')
     .option('--report <file>', 'write a JSON report of the run');

@@ -54,6 +54,7 @@ export interface AggregatorConfig {
     deadlineSeconds: number;
     seed: number;
     checkpoint?: string;
+    resume: 'never' | 'auto' | 'always';
     modelOut: string;
     strategy: 'balanced' | 'fedavg';
     overcommit: number;

@@ -39,7 +39,8 @@ export interface JobOptions {
   deadlineSeconds: number;
   seed: number;
   checkpoint?: string;
-  resume?: boolean;
+  /** Continue from the checkpoint; 'auto': only if it exists. */
+  resume?: boolean | 'auto';
   /** Start from round 1 and overwrite an existing checkpoint (without it or `resume`, an existing checkpoint is refused). */
   fresh?: boolean;
   modelOut?: string;
@@ -62,6 +63,7 @@ export interface JobReport {
 export async function runAggregatorJob(opts: JobOptions, onRound: (r: RoundRecord) => void = () => undefined, onStart?: (agg: Aggregator) => void): Promise<JobReport> {
   const log = logger('job');
   const started = Date.now();
+  const resume = resumes(opts);
   const done = await checkJobFiles(opts);
   if (done) return done;
   const test = loadSplit({ dataset: opts.dataset, dataDir: opts.dataDir }, 'test');
@@ -85,7 +87,7 @@ export async function runAggregatorJob(opts: JobOptions, onRound: (r: RoundRecor
     seed: opts.seed,
     evaluate: evaluator.evaluate,
     checkpointFile: opts.checkpoint,
-    resume: opts.resume,
+    resume,
     foldLate: opts.foldLate,
   });
   aggregator.on('round', onRound);
@@ -207,11 +209,17 @@ export function checkOutput(option: string, file: string): void {
  * Checks every file of a job before any work starts (outputs writable, the checkpoint not
  * overwritten by mistake); returns the report to give when `resume` finds the job already done.
  */
-export async function checkJobFiles(opts: Pick<JobOptions, 'report' | 'modelOut' | 'checkpoint' | 'resume' | 'fresh' | 'rounds'>): Promise<JobReport | undefined> {
+/** Whether the job continues from its checkpoint: `resume` 'auto' does when the file exists. */
+export function resumes(opts: Pick<JobOptions, 'checkpoint' | 'resume'>): boolean {
+  return opts.resume === 'auto' ? opts.checkpoint !== undefined && existsSync(opts.checkpoint) : opts.resume === true;
+}
+
+export async function checkJobFiles(all: Pick<JobOptions, 'report' | 'modelOut' | 'checkpoint' | 'resume' | 'fresh' | 'rounds'>): Promise<JobReport | undefined> {
+  const opts = { ...all, resume: resumes(all) };
   if (opts.report) checkOutput('--report', opts.report);
   if (opts.modelOut) checkOutput('--model-out', opts.modelOut);
   if (!opts.checkpoint) {
-    if (opts.resume) throw new Error('--resume needs --checkpoint <file>');
+    if (all.resume) throw new Error('--resume needs --checkpoint <file>');
     return undefined;
   }
   checkOutput('--checkpoint', opts.checkpoint);
