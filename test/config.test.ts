@@ -62,7 +62,7 @@ describe('schema', () => {
       logging: { level: 'info' },
     });
     const agg = defaultConfig('aggregator');
-    expect(agg.job).toEqual({ rounds: 20, clientsPerRound: 0, minClients: 1, waitSeconds: 300, epochs: 5, batchSize: 32, lr: 0.1, deadlineSeconds: 120, seed: 1, modelOut: 'fedgate-model.onnx', strategy: 'balanced', overcommit: 1.3, targetQuantile: 0.5, maxIdleRounds: 0, foldLate: false });
+    expect(agg.job).toEqual({ rounds: 20, clientsPerRound: 0, minClients: 1, waitSeconds: 300, epochs: 5, batchSize: 32, lr: 0.1, deadlineSeconds: 120, seed: 1, resume: 'never', modelOut: 'fedgate-model.onnx', strategy: 'balanced', overcommit: 1.3, targetQuantile: 0.5, maxIdleRounds: 0, foldLate: false });
     expect(agg.compression).toEqual({ codec: 'auto', k: 0.01, stochastic: false });
     expect(agg.model).toEqual({ hidden: [128] });
   });
