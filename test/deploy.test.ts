@@ -95,7 +95,7 @@ describe('fedgate install-service', () => {
     const root = mkdtempSync(path.join(tmp, 'install-'));
     const prefix = path.join(root, 'systemd');
     const configDir = path.join(root, 'etc', 'fedgate');
-    const r = await installService({ role: 'agent', prefix, configDir, installDir: '/opt/fedgate' });
+    const r = await installService({ role: 'agent', prefix, configDir, installDir: '/opt/fedgate', notify: true });
     expect(r.actions).toEqual([
       { file: path.join(prefix, 'fedgate-agent.service'), action: 'written' },
       { file: path.join(configDir, 'agent.yaml'), action: 'written' },
@@ -128,6 +128,23 @@ describe('fedgate install-service', () => {
     ]);
     expect(r.warnings).toContain('/opt/fedgate/dist/agent/cli/main.js does not exist yet: install the built package there (npm ci && npm run build, then copy package.json, dist/, node_modules/ and build/)');
     if (!skipAnalyze) expect(verify(unit, 'fedgate-agent.service')).toEqual({ status: 0, problems: [] });
+  });
+
+  it('writes Type=exec, with a warning, where the install has no native addon to say READY=1; Type=notify where it has', async () => {
+    const root = mkdtempSync(path.join(tmp, 'install-'));
+    const installDir = path.join(root, 'opt');
+    const opts = { role: 'agent' as const, prefix: path.join(root, 'units'), configDir: path.join(root, 'etc'), installDir };
+    const bare = await installService(opts);
+    const d = directives(readFileSync(bare.unitFile, 'utf8'));
+    expect(d).toContain('Type=exec');
+    expect(d.filter((l) => /^(Type=notify|NotifyAccess=|WatchdogSec=)/.test(l))).toEqual([]);
+    expect(bare.warnings).toContain(`${installDir}/build/Release/fedgate_compress.node is missing: the unit is Type=exec, without readiness or watchdog (build the addon and run install-service --force again for Type=notify)`);
+    if (!skipAnalyze) expect(verify(readFileSync(bare.unitFile, 'utf8'), 'fedgate-agent.service')).toEqual({ status: 0, problems: [] });
+    mkdirSync(path.join(installDir, 'build/Release'), { recursive: true });
+    writeFileSync(path.join(installDir, 'build/Release/fedgate_compress.node'), '');
+    const built = await installService({ ...opts, force: true });
+    expect(directives(readFileSync(built.unitFile, 'utf8'))).toEqual(expect.arrayContaining(['Type=notify', 'NotifyAccess=main', 'WatchdogSec=60s']));
+    expect(built.warnings.filter((w) => w.includes('Type=exec'))).toEqual([]);
   });
 
   it('never overwrites settings; replaces a different unit only with --force', async () => {

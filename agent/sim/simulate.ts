@@ -83,7 +83,11 @@ export async function simulate(opts: SimulateOptions, onRound: (r: RoundRecord) 
         if (opts.maxSamples) args.push('--max-samples', String(opts.maxSamples));
         if (opts.maxPacketBytes) args.push('--max-packet-bytes', String(opts.maxPacketBytes));
         if (opts.username) args.push('--username', opts.username);
-        const env = { ...process.env, ...(opts.password ? { FEDGATE_MQTT_PASSWORD: opts.password } : {}) };
+        const env: NodeJS.ProcessEnv = { ...process.env, ...(opts.password ? { FEDGATE_MQTT_PASSWORD: opts.password } : {}) };
+        // systemd's notification socket is for simulate itself: a gateway saying READY=1 would be refused.
+        delete env.NOTIFY_SOCKET;
+        delete env.WATCHDOG_USEC;
+        delete env.WATCHDOG_PID;
         // The IPC channel is how a gateway notices this process is gone, even killed hard.
         const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env });
         child.on('exit', (code, signal) => {

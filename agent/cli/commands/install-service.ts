@@ -25,6 +25,11 @@ export interface InstallServiceOptions {
   force?: boolean;
   /** Templates (the unit and the starter settings); default the package's deploy/. */
   deployDir?: string;
+  /**
+   * Write a Type=notify unit (readiness and watchdog through the native addon); default: whether
+   * the addon is built in the install directory. Without it, Type=exec.
+   */
+  notify?: boolean;
 }
 
 export interface InstallServiceResult {
@@ -42,6 +47,14 @@ function checkPath(what: string, p: string): string {
   if (!path.isAbsolute(p)) throw new Error(`${what} must be an absolute path, got "${p}"`);
   if (/[\s%$"'\\;]/.test(p)) throw new Error(`${what} "${p}" holds white space, quotes, "%", "$", ";" or "\\", which systemd unit lines would misread`);
   return path.normalize(p).replace(/\/+$/, '') || '/';
+}
+
+export const ADDON_IN_INSTALL = 'build/Release/fedgate_compress.node';
+
+/** A Type=notify unit as Type=exec, for an install without the native addon (nobody would say READY=1). */
+export function execUnit(unit: string): string {
+  return unit.replace(/^Type=notify\n(?:NotifyAccess=\S+\n)?(?:WatchdogSec=\S+\n)?/m,
+    '# Type=exec, not notify: the native addon that tells systemd READY=1 is not built in this install.\nType=exec\n');
 }
 
 /** The unit text for these paths: the template with its /usr/bin/node, /opt/fedgate and /etc/fedgate replaced. */
@@ -85,7 +98,9 @@ export async function installService(o: InstallServiceOptions): Promise<InstallS
   const deployDir = o.deployDir ?? path.join(packageRoot(), 'deploy');
   const unitName = `fedgate-${o.role}.service`;
 
-  const unit = renderUnit(await fs.readFile(path.join(deployDir, unitName), 'utf8'), { node, installDir, configDir });
+  const notify = o.notify ?? existsSync(path.join(installDir, ADDON_IN_INSTALL));
+  const rendered = renderUnit(await fs.readFile(path.join(deployDir, unitName), 'utf8'), { node, installDir, configDir });
+  const unit = notify ? rendered : execUnit(rendered);
   const starter = (await fs.readFile(path.join(deployDir, `${o.role}.yaml`), 'utf8')).replace(/\/etc\/fedgate\//g, `${configDir}/`);
   const unitFile = path.join(prefix, unitName);
   const configFile = path.join(configDir, `${o.role}.yaml`);
@@ -109,6 +124,7 @@ export async function installService(o: InstallServiceOptions): Promise<InstallS
   const warnings: string[] = [];
   const main = path.join(installDir, 'dist/agent/cli/main.js');
   if (!existsSync(main)) warnings.push(`${main} does not exist yet: install the built package there (npm ci && npm run build, then copy package.json, dist/, node_modules/ and build/)`);
+  if (!notify) warnings.push(`${path.join(installDir, ADDON_IN_INSTALL)} is missing: the unit is Type=exec, without readiness or watchdog (build the addon and run install-service --force again for Type=notify)`);
   if (!existsSync(node)) warnings.push(`${node} does not exist: pass --node with the path of Node 20 (\`command -v node\`)`);
   if (/^\/(home|root|run\/user)(\/|$)/.test(installDir) || /^\/(home|root)(\/|$)/.test(node)) {
     warnings.push('the unit runs with ProtectHome=yes and a dynamic user: install fedgate and node outside /home and /root (e.g. /opt/fedgate, /usr/bin/node)');
