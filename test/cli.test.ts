@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import mqtt from 'mqtt';
 import { MAIN, until } from './helpers/gateway';
 import { defaultDataDir } from '../agent/sim';
+import { loadCheckpoint } from '../agent/aggregator';
 import { freePort, startAedes, startMosquitto, mosquittoMissing, type TestBroker } from './helpers/brokers';
 
 interface Run { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
@@ -88,6 +89,28 @@ describe('stopping simulate', () => {
       run.child.kill('SIGKILL');
     }
   }, 90_000);
+
+  // Regression: the round open at the signal was closed with the results so far, printed, aggregated
+  // and checkpointed as if it were whole.
+  it('the round open at SIGINT is discarded: the checkpoint holds the whole rounds printed, and --resume runs it again', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'fg-cli-sigckpt-'));
+    const ckpt = path.join(dir, 'c.ckpt');
+    const run = startFedgate([...quick, '--checkpoint', ckpt]);
+    try {
+      await until(() => run.out.stdout.includes('round  1/20'), 60_000, 'round 1');
+      run.child.kill('SIGINT');
+      expect(await run.exited).toEqual({ code: 130, signal: null });
+    } finally {
+      run.child.kill('SIGKILL');
+    }
+    const printed = run.out.stdout.split('\n').filter((l) => l.startsWith('round '));
+    const saved = await loadCheckpoint<{ rounds: { round: number; participants: number }[] }>(ckpt);
+    expect(saved.round).toBe(printed.length);
+    expect(saved.state.rounds.map((r) => r.participants)).toEqual(printed.map(() => 2));
+    const resumed = await fedgate(['simulate', '--clients', '2', '--rounds', String(saved.round + 1), '--max-samples', '3000', '--hidden', '16', '--model-out', '', '--checkpoint', ckpt, '--resume'], { ms: 60_000 });
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(resumed.stdout.split('\n').filter((l) => l.startsWith('round '))).toEqual([expect.stringMatching(new RegExp(`^round ${saved.round + 1}/${saved.round + 1}  participants 2/2 `))]);
+  }, 120_000);
 
   it('a simulate killed hard (SIGKILL) leaves no gateway running', async () => {
     const run = startFedgate(quick);

@@ -231,7 +231,15 @@ export class Aggregator extends EventEmitter {
     this.service.ready(`aggregator of fleet ${this.opts.topics.fleet}, from round ${first} of ${this.opts.rounds}`);
     for (let round = first; round <= this.opts.rounds && !this.stopping; round++) {
       this.service.status(`round ${round} of ${this.opts.rounds}`);
+      const before = this.params;
       const record = await this.runRound(round);
+      if (this.stopping) {
+        // Cut short by a shutdown: not a round. The model and the checkpoint stay as the last
+        // whole round left them, and a resumed job runs this round again.
+        this.params = before;
+        this.log.info({ round, results: record.participants }, 'round cut short by the shutdown: discarded (a resumed job runs it again)');
+        break;
+      }
       this.records.push(record);
       if (this.opts.checkpointFile) {
         await saveCheckpoint(this.opts.checkpointFile, { round, params: this.params, state: { rounds: this.records, spec: this.opts.spec } });
