@@ -353,3 +353,24 @@ describe('an unreachable broker', () => {
     expect(r.code).toBe(1);
   }, 30_000);
 });
+
+// Regression: without --config the agent took its environment unchecked: a bad value was dropped
+// silently and a misspelt name ignored without a word.
+describe('the agent\'s environment without --config', () => {
+  it('a bad value is refused with the variable named, before anything starts', async () => {
+    const r = await fedgate(['agent', '--broker', 'mqtt://127.0.0.1:1', '--state-dir', mkdtempSync(path.join(tmpdir(), 'fg-cli-env-'))], { env: { FEDGATE_TRAINING_THREADS: 'four' } });
+    expect(r.stderr).toBe('fedgate: invalid configuration (1 error):\n  FEDGATE_TRAINING_THREADS: "four" is not an integer (sets training.threads)\n');
+    expect(r.code).toBe(1);
+  });
+
+  it('a misspelt name is warned of with the real one', async () => {
+    const run = startFedgate(['agent', '--broker', 'mqtt://127.0.0.1:1', '--state-dir', mkdtempSync(path.join(tmpdir(), 'fg-cli-env-'))], { FEDGATE_TRAINING_MAXCPULOAD: '1' });
+    try {
+      await until(() => run.out.stderr.includes('starting agent'), 15_000, 'agent starting');
+      const warning = run.out.stderr.split('\n').map((l) => { try { return JSON.parse(l); } catch { return {}; } }).find((l) => l.level === 40);
+      expect(warning?.msg).toBe('FEDGATE_TRAINING_MAXCPULOAD is not a fedgate variable and is ignored; did you mean FEDGATE_TRAINING_MAX_CPU_LOAD?');
+    } finally {
+      run.child.kill('SIGKILL');
+    }
+  });
+});

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { Agent, restoredConfig } from '../../gateway';
-import { loadConfigFile, defaultConfig, envOverrides, mergeConfig, validateConfig, type AgentConfig } from '../../config';
+import { ConfigError, loadConfigFile, defaultConfig, envOverrides, mergeConfig, validateConfig, type AgentConfig } from '../../config';
 import { StateDir, resolveStateDir } from '../../state';
 import { loadCsvDataset, select, type Shard } from '../../data';
 import { loadShard, parseShard, parseDatasetName } from '../../sim';
@@ -85,9 +85,16 @@ export function addAgentCommand(program: Command, brokerOptions: (cmd: Command, 
     .option('--client-id <id>', 'MQTT client id (default: the node id)')
     .option('--no-profile', 'do not publish a hardware profile or run the host guard')
     .addOption(new Option('--exit-with-parent', 'stop when the process that started this agent is gone (simulate)').hideHelp());
+  /** Defaults under the environment, held to the same rules as with --config: bad values refused, unknown names warned of. */
+  const fromEnvironment = (log: ReturnType<typeof logger>): AgentConfig => {
+    const env = envOverrides('agent');
+    for (const w of env.warnings) log.warn(w);
+    if (env.errors.length) throw new ConfigError(env.errors);
+    return validateConfig(mergeConfig(defaultConfig('agent'), env.partial), 'agent');
+  };
   cmd.action(async (o: Opts) => {
     const log = logger('cli');
-    const base = o.config ? await loadConfigFile(o.config, 'agent') : validateConfig(mergeConfig(defaultConfig('agent'), envOverrides('agent').partial), 'agent');
+    const base = o.config ? await loadConfigFile(o.config, 'agent') : fromEnvironment(log);
     const cfg = validateConfig(mergeConfig(base, flagsToPartial(cmd, o)), 'agent');
     setLogLevel(cfg.logging.level);
     const state = await StateDir.open({ dir: resolveStateDir(cfg.stateDir) });
