@@ -144,7 +144,7 @@ export function buildCli(): Command {
         if (unused.length) throw new Error(`${unused.map((k) => cmd.options.find((x) => x.attributeName() === k)!.long).join(', ')}: not available with --mode virtual (it runs no broker and keeps no checkpoint or model)`);
         if (o.report) checkOutput('--report', o.report);
         const { runVirtualJob, formatVirtualRound } = await import('../sim/run-virtual');
-        const res = await runVirtualJob({ ...jobFrom(o), clients: o.clients, partition: o.partition, tiers: o.tiers, trace: o.trace, timeBudgetSeconds: o.timeBudget }, (r) => process.stdout.write(formatVirtualRound(r, o.rounds) + '\n'));
+        const res = await runVirtualJob({ ...jobFrom(o), clients: o.clients, partition: o.partition, tiers: o.tiers, trace: o.trace, timeBudgetSeconds: o.timeBudget, maxSamples: o.maxSamples }, (r) => process.stdout.write(formatVirtualRound(r, o.rounds) + '\n'));
         const last = res.rounds.at(-1);
         process.stdout.write(`done: ${res.rounds.length} rounds, ${last?.end.toFixed(0) ?? 0} s simulated, final accuracy ${last?.accuracy.toFixed(4) ?? '-'}\n`);
         return;

@@ -13,6 +13,8 @@ export interface VirtualJobOptions extends Pick<JobOptions, 'strategy' | 'codec'
   tiers?: string;
   trace?: string;
   timeBudgetSeconds?: number;
+  /** Cap on each device's rows, as `--max-samples` caps a gateway's in processes mode. */
+  maxSamples?: number;
 }
 
 /** `fedgate simulate --mode virtual`: a large fleet on a virtual clock. */
@@ -27,7 +29,7 @@ export async function runVirtualJob(o: VirtualJobOptions, onRound: (r: VirtualRo
     devices = parseTierMix(o.tiers ?? 'pi3,pi4,jetson,x86', o.clients, o.seed).map((tier, i) => ({ id: `dev-${String(i).padStart(String(o.clients - 1).length, '0')}`, tier, windows: availabilityWindows(tier, 1e7, o.seed * 1000 + i) }));
   }
   const spec2 = parsePartition(o.partition);
-  const shards = partition(train, spec2, devices.length, o.seed);
+  const shards = partition(train, spec2, devices.length, o.seed).map((s) => (o.maxSamples && o.maxSamples < s.length ? s.subarray(0, o.maxSamples) : s));
   const strategy = buildStrategy({ ...o, clientsPerRound: o.clientsPerRound || Math.max(1, Math.round(devices.length / 10)) }, paramCount(spec));
   const res = await runVirtual({ spec, train, test, devices, shards, strategy, rounds: o.rounds, timeBudgetSeconds: o.timeBudgetSeconds, seed: o.seed, foldLate: o.foldLate, onRound });
   const config = { ...o, mode: 'virtual', devices: devices.length, model: spec };
