@@ -377,7 +377,7 @@ describe('the agent\'s environment without --config', () => {
 
 // Regression: --max-samples was ignored in virtual mode.
 it('simulate --mode virtual caps each device at --max-samples rows', async () => {
-  const r = await fedgate(['simulate', '--mode', 'virtual', '--clients', '4', '--rounds', '1', '--max-samples', '100', '--epochs', '1', '--hidden', '16', '--tiers', 'x86'], { ms: 60_000 });
+  const r = await fedgate(['simulate', '--mode', 'virtual', '--clients', '4', '--partition', 'iid', '--strategy', 'fedavg', '--rounds', '1', '--max-samples', '100', '--epochs', '1', '--hidden', '16', '--tiers', 'x86'], { ms: 60_000 });
   expect(r.code, r.stderr).toBe(0);
   expect(r.stdout).toMatch(/^round 1\/1  t=\S+ s  participants \d\/\d  work 4-4 steps  /); // 1 epoch of 100 rows at batch 32: 4 steps
 }, 60_000);
