@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import mqtt from 'mqtt';
 import { runAggregatorJob, type JobOptions } from '../agent/sim';
+import type { RoundRecord } from '../agent/aggregator';
 import { backoffDelay, DEFAULT_BACKOFF, MqttLink, Topics, FrameKind, Reassembler, decodeFrame } from '../agent/transport';
 import { StateDir } from '../agent/state';
 import { encode } from '../agent/compress';
@@ -130,7 +131,9 @@ suite('gateway lifecycle (real agent processes, mosquitto)', { timeout: 90_000 }
     const busy = startAgent(agentArgs(broker.url, fleet, 'gw-busy', busyDir));
     agents.push(busy);
     await busy.waitForLog('agent started');
-    const report = runAggregatorJob(job(broker.url, fleet, { epochs: 100000, deadlineSeconds: 60 }), undefined, undefined);
+    const rounds: RoundRecord[] = [];
+    const report = runAggregatorJob(job(broker.url, fleet, { epochs: 100000, deadlineSeconds: 60 }), (r) => rounds.push(r));
+    report.catch(() => undefined); // awaited below
     await busy.waitForLog('training started');
     await sleep(500);
     t0 = Date.now();
@@ -140,10 +143,12 @@ suite('gateway lifecycle (real agent processes, mosquitto)', { timeout: 90_000 }
     const [busyState] = await retained(broker.url, topics.nodeState('gw-busy'));
     expect(JSON.parse(busyState.toString())).toMatchObject({ online: false, node: 'gw-busy', reason: 'shutdown' });
     expect(busy.lines.filter((l) => l.level >= 50)).toEqual([]);
-    // The aggregator hears it go offline and closes the round without it.
-    const r = await report;
-    expect(r.rounds[0]).toMatchObject({ participants: 0, selected: 1 });
-    expect(r.rounds[0].failures).toEqual([expect.objectContaining({ node: 'gw-busy', reason: 'went offline during the round' })]);
+    // The aggregator hears it go offline and closes the round without it; a job in which no gateway
+    // took part fails rather than passing off the untrained model.
+    await expect(report).rejects.toThrow('no gateway took part in the round: check --broker, --prefix and --fleet (no model or report written)');
+    expect(rounds).toHaveLength(1);
+    expect(rounds[0]).toMatchObject({ participants: 0, selected: 1 });
+    expect(rounds[0].failures).toEqual([expect.objectContaining({ node: 'gw-busy', reason: 'went offline during the round' })]);
     expect(busy.lines.some((l) => l.msg === 'task abandoned: the agent is stopping')).toBe(true);
     expect(busy.lines.some((l) => l.msg === 'update sent')).toBe(false);
     expect(readdirSync(path.join(busyDir, 'outbox'))).toEqual([]);
