@@ -1,11 +1,10 @@
 // Beijing Multi-Site Air Quality, Chen, S. (2017), UCI Machine Learning Repository, CC BY 4.0.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { AIR_CHANNELS, loadBeijingAir, partitionByOwner, type AirQualityDataset } from '../agent/data';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const repoRoot = path.resolve(__dirname, '..');
 const dataDir = process.env.FEDGATE_DATA_DIR ?? path.resolve(repoRoot, '../shared/data');
 const airDir = path.join(dataDir, 'beijing-air');
 const haveAir = existsSync(airDir);

@@ -1,12 +1,11 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { classCounts, loadCsvDataset, loadFemnist, loadLeafJson, partition, partitionByOwner, select, splitCsvRecord } from '../agent/data';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const repoRoot = path.resolve(__dirname, '..');
 const dataDir = process.env.FEDGATE_DATA_DIR ?? path.resolve(repoRoot, '../shared/data');
 const femnistDir = path.join(dataDir, 'femnist');
 const haveFemnist = existsSync(path.join(femnistDir, 'writers.json'));

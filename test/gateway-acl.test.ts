@@ -52,7 +52,7 @@ suite('the fleet ACL in mosquitto', { timeout: 60_000 }, () => {
     const gw1 = await mqtt.connectAsync(broker.url, { clientId: 'gw-1', username: 'gw-1', password: USERS['gw-1'], protocolVersion: 5 });
     for (const leaf of ['update', 'state', 'heartbeat', 'profile', 'response/get_config', 'response/cli']) {
       const ack = await gw1.publishAsync(`fedgate/default/node/gw-1/${leaf}`, 'x', { qos: 1 });
-      expect(ack?.reasonCode ?? 0).toBe(0);
+      expect((ack as { reasonCode?: number } | undefined)?.reasonCode ?? 0).toBe(0);
     }
     for (const topic of ['fedgate/default/node/gw-2/update', 'fedgate/default/node/gw-2/response/get_config', 'fedgate/default/node/gw-1/task', 'fedgate/default/config', 'fedgate/default/node/gw-1/config', 'fedgate/default/aggregator/state']) {
       const err = await gw1.publishAsync(topic, 'x', { qos: 1 }).then(() => undefined, (e: Error & { code?: number }) => e);

@@ -13,14 +13,14 @@ import { MAIN, startAgent, until, type AgentProcess } from './helpers/gateway';
  * sd_notify datagrams received by a unix socket (python3: Node has no AF_UNIX datagram sockets),
  * and a real agent process under a simulated systemd: READY=1, WATCHDOG=1, STOPPING=1.
  */
-const quiet = { info: () => undefined, warn: vi.fn(), error: vi.fn(), debug: () => undefined } as never;
+const quiet: Record<string, unknown> = { info: () => undefined, warn: vi.fn(), error: vi.fn(), debug: () => undefined };
 
 describe('serviceNotifier', () => {
   afterEach(() => vi.useRealTimers());
 
   it('does nothing outside systemd', () => {
     const send = vi.fn();
-    const n = serviceNotifier({ env: {}, send, log: quiet });
+    const n = serviceNotifier({ env: {}, send, log: quiet as never });
     n.ready('x');
     n.stopping();
     expect(n.enabled).toBe(false);
@@ -30,7 +30,7 @@ describe('serviceNotifier', () => {
   it('sends READY with a one-line status, feeds the watchdog at half its period, stops on STOPPING', () => {
     vi.useFakeTimers();
     const sent: string[] = [];
-    const n = serviceNotifier({ env: { NOTIFY_SOCKET: '/run/x.sock', WATCHDOG_USEC: '4000000' }, send: (s, m) => sent.push(`${s} ${m}`), log: quiet });
+    const n = serviceNotifier({ env: { NOTIFY_SOCKET: '/run/x.sock', WATCHDOG_USEC: '4000000' }, send: (s, m) => sent.push(`${s} ${m}`), log: quiet as never });
     expect(n.watchdogMs).toBe(4000);
     n.ready('node gw-1\nfleet default');
     expect(sent).toEqual(['/run/x.sock READY=1\nSTATUS=node gw-1 fleet default']);
