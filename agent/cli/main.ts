@@ -181,10 +181,27 @@ export function buildCli(): Command {
     .action(async (o: Opts, cmd: Command) => {
       if (o.config) o = await overlayConfigFile(o, cmd);
       if (!o.broker) throw new Error('--broker <url> is required (or broker.url in --config)');
-      let stop: (() => Promise<void>) | undefined;
-      onSignals(async () => stop?.());
-      const report = await runAggregatorJob({ ...jobFrom(o), url: o.broker, minClients: o.minClients, waitForClientsSeconds: o.wait }, printRound(o.rounds), (agg) => (stop = () => agg.stop()));
-      printSummary(report);
+      // SIGINT/SIGTERM end the job through its abort signal, so it winds down (the evaluator's ONNX
+      // Runtime worker finishes its run and closes) before the process exits: exiting while that
+      // worker was inside session.run aborted the process (exit 134, a core dump under systemd).
+      const ctl = new AbortController();
+      let stopping = false;
+      const handler = (signal: NodeJS.Signals) => {
+        if (stopping) process.exit(130);
+        stopping = true;
+        logger('cli').info({ signal }, 'stopping');
+        ctl.abort();
+      };
+      process.on('SIGINT', handler);
+      process.on('SIGTERM', handler);
+      try {
+        const report = await runAggregatorJob({ ...jobFrom(o), url: o.broker, minClients: o.minClients, waitForClientsSeconds: o.wait, signal: ctl.signal }, printRound(o.rounds));
+        printSummary(report);
+      } catch (err) {
+        // Stopped on request: a clean exit (0, as systemd expects of a stop); the checkpoint keeps the whole rounds.
+        if (stopping) process.exit(0);
+        throw err;
+      }
     });
 
   addAgentCommand(program, brokerOptions);
