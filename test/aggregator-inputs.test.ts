@@ -75,4 +75,39 @@ describe('the aggregator facing bad and repeated input', () => {
       await Promise.all(clients.map((c) => c.endAsync()));
     }
   }, 30_000);
+
+  // Regression: the frame size limit was the float32 model's bytes + 64 KiB, below a top-k update
+  // with k near 1 (format 2: 4 B of value + 1 B of index a parameter), so every such update was
+  // refused chunk by chunk and its node reported "late".
+  it('accepts a top-k update with k = 1 of the README model, and names refused frames as the reason a node failed', async () => {
+    const big = mlp(784, [128], 10);
+    const initial = initParams(big, 1);
+    const delta = Float32Array.from({ length: initial.length }, (_, i) => ((i % 11) - 5) * 1e-3);
+    const payload = encode(delta, { codec: 'topk', k: 1 });
+    expect(payload.length).toBe(20 + 5 * 101_770); // every gap is 0: one byte each
+    const clients: mqtt.MqttClient[] = [];
+    clients.push(await fakeNode(broker.url, 'gw-topk', async (task, c) => {
+      const meta: UpdateMeta = { round: task.round, taskId: task.taskId, node: 'gw-topk', samples: 100, steps: 3, loss: 0.5, trainSeconds: 0.1, paramCount: delta.length, codec: 'topk', stoppedEarly: false };
+      for (const f of encodeFrames(FrameKind.Update, meta as unknown as Record<string, unknown>, payload, 64 * 1024)) await c.publishAsync(topics.nodeUpdate('gw-topk'), f, { qos: 1 });
+    }));
+    clients.push(await fakeNode(broker.url, 'gw-huge', async (task, c) => {
+      // Well-formed frames of a float32 payload for 150,000 values: more than any honest update.
+      const frames = updateFrames(task, 'gw-huge', new Float32Array(150_000));
+      for (const f of frames) await c.publishAsync(topics.nodeUpdate('gw-huge'), f, { qos: 1 });
+    }));
+    const agg = new Aggregator({
+      url: broker.url, topics, spec: big, initialParams: initial, rounds: 1, minClients: 2, waitForClientsSeconds: 10, seed: 1, graceSeconds: 1,
+      strategy: new FedAvgStrategy({ clientsPerRound: 0, epochs: 1, batchSize: 10, lr: 0.1, codec: { codec: 'topk', k: 1 }, deadlineSeconds: 3, seed: 1 }),
+    });
+    try {
+      const res = await agg.run();
+      const r = res.rounds[0];
+      expect(r.participants).toBe(1);
+      expect(r.failures).toEqual([{ node: 'gw-huge', reason: `update refused: payload of 600020 bytes exceeds the ${5 * 101_770 + 65_536}-byte limit`, elapsedSeconds: expect.any(Number) }]);
+      expect(Array.from(res.params.subarray(0, 5))).toEqual(Array.from(initial.subarray(0, 5).map((x, i) => Math.fround(x + delta[i]))));
+    } finally {
+      await agg.stop();
+      await Promise.all(clients.map((c) => c.endAsync()));
+    }
+  }, 30_000);
 });

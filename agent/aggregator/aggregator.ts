@@ -101,6 +101,8 @@ class OpenRound {
   readonly sentAt = new Map<string, number>();
   /** The task id sent to each node: an update must carry it (an old job's update, replayed from an outbox, does not). */
   readonly taskIds = new Map<string, string>();
+  /** Why frames from a node were refused (too big, corrupt): its failure reason if nothing good follows. */
+  readonly refused = new Map<string, string>();
   bytesUp = 0;
   /** Set the moment the round has what it waits for: updates after that are late, even within the same tick. */
   closed = false;
@@ -164,7 +166,9 @@ export class Aggregator extends EventEmitter {
     this.params = opts.initialParams;
     // No honest update is bigger than the float32 model plus its header: a frame claiming more is
     // refused before anything is allocated for it.
-    this.reassembler = new Reassembler({ maxPayloadBytes: opts.initialParams.length * 4 + 65_536, timeoutMs: 300_000 });
+    // The largest honest update is top-k with k near 1 (format 2): 4 B of value and at most 1 B of
+    // index gap per parameter, plus header and metadata.
+    this.reassembler = new Reassembler({ maxPayloadBytes: opts.initialParams.length * 5 + 65_536, timeoutMs: 300_000 });
   }
 
   get globalParams(): Float32Array {
@@ -324,7 +328,9 @@ export class Aggregator extends EventEmitter {
     this.publishState();
     for (const t of plan.tasks) {
       if (open.results.has(t.node) || open.failures.has(t.node)) continue;
-      open.failures.set(t.node, open.results.size >= (plan.closeAfter ?? plan.tasks.length) ? 'round closed at K results before its update' : 'no update before the deadline');
+      const refused = open.refused.get(t.node);
+      open.failures.set(t.node, open.results.size >= (plan.closeAfter ?? plan.tasks.length) ? 'round closed at K results before its update'
+        : refused ? `update refused: ${refused}` : 'no update before the deadline');
     }
     const closedAt = Date.now();
     const failures = [...open.failures].map(([node, reason]) => ({ node, reason, elapsedSeconds: (closedAt - (open.sentAt.get(node) ?? closedAt)) / 1000 }));
@@ -376,7 +382,18 @@ export class Aggregator extends EventEmitter {
     if (!node) return;
     const open = this.current;
     if (open) open.bytesUp += payload.length;
-    const whole = this.reassembler.push(node, payload);
+    let whole: ReturnType<Reassembler['push']>;
+    try {
+      whole = this.reassembler.push(node, payload);
+    } catch (err) {
+      // Refused before any of it is kept. Not a verdict yet (anyone able to publish there could
+      // send garbage, and a good copy may follow), but if nothing good comes, this is the reason the
+      // report gives, rather than "no update before the deadline".
+      const why = (err as Error).message;
+      if (open?.task(node) && !open.refused.has(node)) this.log.warn({ node, round: open.round, err: why }, 'update frames refused');
+      open?.refused.set(node, why);
+      return;
+    }
     if (!whole) return;
     if (whole.kind !== FrameKind.Update) throw new Error(`frame of kind ${whole.kind} on ${topic}`);
     const meta = parseUpdateMeta(whole.meta);
