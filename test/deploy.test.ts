@@ -130,21 +130,40 @@ describe('fedgate install-service', () => {
     if (!skipAnalyze) expect(verify(unit, 'fedgate-agent.service')).toEqual({ status: 0, problems: [] });
   });
 
-  it('writes Type=exec, with a warning, where the install has no native addon to say READY=1; Type=notify where it has', async () => {
+  it('writes Type=exec, with a warning, where the install has no native addon that loads; Type=notify where it has', async () => {
     const root = mkdtempSync(path.join(tmp, 'install-'));
     const installDir = path.join(root, 'opt');
-    const opts = { role: 'agent' as const, prefix: path.join(root, 'units'), configDir: path.join(root, 'etc'), installDir };
-    const bare = await installService(opts);
-    const d = directives(readFileSync(bare.unitFile, 'utf8'));
-    expect(d).toContain('Type=exec');
-    expect(d.filter((l) => /^(Type=notify|NotifyAccess=|WatchdogSec=)/.test(l))).toEqual([]);
-    expect(bare.warnings).toContain(`${installDir}/build/Release/fedgate_compress.node is missing: the unit is Type=exec, without readiness or watchdog (build the addon and run install-service --force again for Type=notify)`);
-    if (!skipAnalyze) expect(verify(readFileSync(bare.unitFile, 'utf8'), 'fedgate-agent.service')).toEqual({ status: 0, problems: [] });
-    mkdirSync(path.join(installDir, 'build/Release'), { recursive: true });
-    writeFileSync(path.join(installDir, 'build/Release/fedgate_compress.node'), '');
-    const built = await installService({ ...opts, force: true });
-    expect(directives(readFileSync(built.unitFile, 'utf8'))).toEqual(expect.arrayContaining(['Type=notify', 'NotifyAccess=main', 'WatchdogSec=60s']));
-    expect(built.warnings.filter((w) => w.includes('Type=exec'))).toEqual([]);
+    const addon = path.join(installDir, 'build/Release/fedgate_compress.node');
+    const opts = { role: 'agent' as const, prefix: path.join(root, 'units'), configDir: path.join(root, 'etc'), installDir, node: process.execPath };
+    const unitOf = async (force: boolean) => {
+      const r = await installService({ ...opts, force });
+      return { r, text: readFileSync(r.unitFile, 'utf8') };
+    };
+    const exec = (text: string) => {
+      const d = directives(text);
+      expect(d).toContain('Type=exec');
+      expect(d.filter((l) => /^(Type=notify|NotifyAccess=|WatchdogSec=)/.test(l))).toEqual([]);
+      expect(text).not.toMatch(/^# Type=notify/m); // the notify explanation goes with it
+      if (!skipAnalyze) expect(verify(text, 'fedgate-agent.service')).toEqual({ status: 0, problems: [] });
+    };
+    // No addon at all.
+    const bare = await unitOf(false);
+    exec(bare.text);
+    expect(bare.r.warnings).toContain(`${addon} is missing: the unit is Type=exec, without readiness or watchdog (build the addon and run install-service --force again for Type=notify)`);
+    // Regression: an empty (or foreign) file at the addon's path gave a Type=notify unit that would never start.
+    mkdirSync(path.dirname(addon), { recursive: true });
+    writeFileSync(addon, '');
+    const empty = await unitOf(true);
+    exec(empty.text);
+    expect(empty.r.warnings).toContain(`${addon} does not load in ${process.execPath}: ${addon}: file too short: the unit is Type=exec, without readiness or watchdog (build the addon and run install-service --force again for Type=notify)`);
+    // The real addon, loaded by the unit's Node.
+    const built = path.join(__dirname, '..', 'build/Release/fedgate_compress.node');
+    if (existsSync(built)) {
+      copyFileSync(built, addon);
+      const good = await unitOf(true);
+      expect(directives(good.text)).toEqual(expect.arrayContaining(['Type=notify', 'NotifyAccess=main', 'WatchdogSec=60s']));
+      expect(good.r.warnings.filter((w) => w.includes('Type=exec'))).toEqual([]);
+    }
   });
 
   it('never overwrites settings; replaces a different unit only with --force', async () => {

@@ -126,7 +126,7 @@ describe.skipIf(missing !== undefined)('sd_notify over a real unix socket', () =
     expect(() => (sdNotify as unknown as (a: unknown, b: unknown) => void)(1, 'x')).toThrow(TypeError);
   });
 
-  it('a real agent says READY once it serves, feeds the watchdog, and says STOPPING on SIGTERM', async () => {
+  it('a real agent says READY, then its status once it serves, feeds the watchdog, and says STOPPING on SIGTERM', async () => {
     const socket = path.join(dir, 'agent.sock');
     const l = listen(socket);
     children.push(l.child);
@@ -136,12 +136,30 @@ describe.skipIf(missing !== undefined)('sd_notify over a real unix socket', () =
     agents.push(agent);
     await agent.waitForLog('agent started');
     await until(() => l.got.filter((m) => m === 'WATCHDOG=1').length >= 3, 10_000, 'three watchdog pings');
-    expect(l.got[0]).toBe('READY=1|STATUS=node gw-sd of fleet notify, 100 samples');
-    expect(l.got.slice(1, 4)).toEqual(['WATCHDOG=1', 'WATCHDOG=1', 'WATCHDOG=1']);
+    expect(l.got[0]).toBe(`READY=1|STATUS=node gw-sd: connecting to the broker at ${new URL(broker.url).host}`);
+    expect(l.got).toContain('STATUS=node gw-sd of fleet notify, 100 samples');
+    expect(l.got.filter((m) => !m.startsWith('STATUS=')).slice(1, 4)).toEqual(['WATCHDOG=1', 'WATCHDOG=1', 'WATCHDOG=1']);
     agent.kill('SIGTERM');
     expect(await agent.exited).toEqual({ code: 0, signal: null });
     await until(() => l.got.includes('STOPPING=1|STATUS=shutting down'), 5000, 'STOPPING');
     // Nothing after STOPPING: the watchdog timer was stopped.
     expect(l.got[l.got.length - 1]).toBe('STOPPING=1|STATUS=shutting down');
+  }, 60_000);
+
+  // Regression: the agent said READY=1 only once connected, so a gateway booting with its broker
+  // unreachable would be killed by systemd's start timeout and restarted, again and again.
+  it('an agent whose broker is unreachable is ready and fed by the watchdog while it waits, and stops cleanly', async () => {
+    const socket = path.join(dir, 'waiting.sock');
+    const l = listen(socket);
+    children.push(l.child);
+    await l.ready;
+    const agent = startAgent(['--broker', 'mqtt://127.0.0.1:1', '--fleet', 'notify', '--node-id', 'gw-wait', '--state-dir', path.join(dir, 'state-wait'), '--max-samples', '100', '--log-level', 'info'],
+      { NOTIFY_SOCKET: socket, WATCHDOG_USEC: '600000' });
+    agents.push(agent);
+    await until(() => l.got.filter((m) => m === 'WATCHDOG=1').length >= 2, 15_000, 'watchdog pings while connecting');
+    expect(l.got[0]).toBe('READY=1|STATUS=node gw-wait: connecting to the broker at 127.0.0.1:1');
+    agent.kill('SIGTERM');
+    expect(await agent.exited).toEqual({ code: 0, signal: null });
+    await until(() => l.got.includes('STOPPING=1|STATUS=shutting down'), 5000, 'STOPPING');
   }, 60_000);
 });

@@ -40,6 +40,15 @@ export interface AgentOptions {
  * profile (profile publishing, host guard). A feature that fails to start is logged and skipped;
  * the agent lives on.
  */
+/** host:port of a broker URL, without credentials (systemd's status is readable by every user). */
+function brokerHost(url: string): string {
+  try {
+    return new URL(url).host || url;
+  } catch {
+    return url.replace(/\/\/[^@/]*@/, '//');
+  }
+}
+
 export class Agent {
   readonly bus = new GatewayBus();
   private link?: MqttLink;
@@ -92,6 +101,11 @@ export class Agent {
     const cfg = this.config;
     const topics = new Topics(cfg.fleet.prefix, cfg.fleet.name);
     const nodeId = this.opts.nodeId;
+    // Under systemd (Type=notify) the agent is ready once its settings and state are in order, not
+    // once the broker answers: a gateway that boots with its link down must wait for the broker as
+    // a running service (the watchdog fed meanwhile), not be killed at the start timeout in a loop.
+    this.service = serviceNotifier({ log: this.log.child({ module: 'service' }) });
+    this.service.ready(`node ${nodeId}: connecting to the broker at ${brokerHost(cfg.broker.url)}`);
     this.link = await MqttLink.connect({
       url: cfg.broker.url,
       clientId: cfg.broker.clientId ?? nodeId,
@@ -150,9 +164,7 @@ export class Agent {
     this.heartbeat = setInterval(() => this.sendHeartbeat(), every);
     this.bus.on('busyChanged', () => this.sendHeartbeat());
     this.log.info({ samples: this.opts.data.n, compress: compressBackend, stateDir: this.opts.state?.dir }, 'agent started');
-    // Under systemd (Type=notify): started, and the watchdog kept fed while the event loop runs.
-    this.service = serviceNotifier({ log: this.log.child({ module: 'service' }) });
-    this.service.ready(`node ${nodeId} of fleet ${cfg.fleet.name}, ${this.opts.data.n} samples`);
+    this.service.status(`node ${nodeId} of fleet ${cfg.fleet.name}, ${this.opts.data.n} samples`);
   }
 
   /** Busy = paused by the operator or by the host guard: the aggregator leaves a busy node out. */

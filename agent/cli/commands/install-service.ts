@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { Option, type Command } from 'commander';
@@ -52,9 +53,25 @@ function checkPath(what: string, p: string): string {
 export const ADDON_IN_INSTALL = 'build/Release/fedgate_compress.node';
 
 /** A Type=notify unit as Type=exec, for an install without the native addon (nobody would say READY=1). */
-export function execUnit(unit: string): string {
-  return unit.replace(/^Type=notify\n(?:NotifyAccess=\S+\n)?(?:WatchdogSec=\S+\n)?/m,
-    '# Type=exec, not notify: the native addon that tells systemd READY=1 is not built in this install.\nType=exec\n');
+export function execUnit(unit: string, why: string): string {
+  return unit.replace(/^(?:# [^\n]*\n)*Type=notify\n(?:NotifyAccess=\S+\n)?(?:WatchdogSec=\S+\n)?/m,
+    `# Type=exec, not notify: ${why}, so nothing would tell systemd READY=1.\n# Build it (node native/build.js) and run install-service --force again for readiness and a watchdog.\nType=exec\n`);
+}
+
+/**
+ * Why the install cannot send sd_notify, or undefined when it can: the addon is loaded by the Node
+ * the unit will run (a stale, foreign or empty file must not give a unit that never starts).
+ */
+export function notifyProblem(installDir: string, node: string): string | undefined {
+  const addon = path.join(installDir, ADDON_IN_INSTALL);
+  if (!existsSync(addon)) return `${addon} is missing`;
+  if (!existsSync(node)) return `${node} does not exist, so ${addon} could not be tried`;
+  const probe = 'const m = { exports: {} }; process.dlopen(m, process.argv[1]); if (typeof m.exports.sdNotify !== "function") { console.error("it has no sdNotify (an older build)"); process.exit(3); }';
+  const r = spawnSync(node, ['-e', probe, addon], { encoding: 'utf8', timeout: 20_000 });
+  if (r.status === 0) return undefined;
+  const lines = (r.stderr || r.error?.message || '').split('\n').map((l) => l.trim());
+  const detail = lines.find((l) => /^[A-Za-z]*Error: |^it has no sdNotify/.test(l))?.replace(/^Error: /, '') ?? r.error?.message ?? `exit ${r.status}`;
+  return `${addon} does not load in ${node}: ${detail}`;
 }
 
 /** The unit text for these paths: the template with its /usr/bin/node, /opt/fedgate and /etc/fedgate replaced. */
@@ -98,9 +115,9 @@ export async function installService(o: InstallServiceOptions): Promise<InstallS
   const deployDir = o.deployDir ?? path.join(packageRoot(), 'deploy');
   const unitName = `fedgate-${o.role}.service`;
 
-  const notify = o.notify ?? existsSync(path.join(installDir, ADDON_IN_INSTALL));
+  const problem = o.notify === undefined ? notifyProblem(installDir, node) : o.notify ? undefined : `${path.join(installDir, ADDON_IN_INSTALL)} is not used`;
   const rendered = renderUnit(await fs.readFile(path.join(deployDir, unitName), 'utf8'), { node, installDir, configDir });
-  const unit = notify ? rendered : execUnit(rendered);
+  const unit = problem ? execUnit(rendered, problem) : rendered;
   const starter = (await fs.readFile(path.join(deployDir, `${o.role}.yaml`), 'utf8')).replace(/\/etc\/fedgate\//g, `${configDir}/`);
   const unitFile = path.join(prefix, unitName);
   const configFile = path.join(configDir, `${o.role}.yaml`);
@@ -124,7 +141,7 @@ export async function installService(o: InstallServiceOptions): Promise<InstallS
   const warnings: string[] = [];
   const main = path.join(installDir, 'dist/agent/cli/main.js');
   if (!existsSync(main)) warnings.push(`${main} does not exist yet: install the built package there (npm ci && npm run build, then copy package.json, dist/, node_modules/ and build/)`);
-  if (!notify) warnings.push(`${path.join(installDir, ADDON_IN_INSTALL)} is missing: the unit is Type=exec, without readiness or watchdog (build the addon and run install-service --force again for Type=notify)`);
+  if (problem) warnings.push(`${problem}: the unit is Type=exec, without readiness or watchdog (build the addon and run install-service --force again for Type=notify)`);
   if (!existsSync(node)) warnings.push(`${node} does not exist: pass --node with the path of Node 20 (\`command -v node\`)`);
   if (/^\/(home|root|run\/user)(\/|$)/.test(installDir) || /^\/(home|root)(\/|$)/.test(node)) {
     warnings.push('the unit runs with ProtectHome=yes and a dynamic user: install fedgate and node outside /home and /root (e.g. /opt/fedgate, /usr/bin/node)');
