@@ -185,6 +185,18 @@ suite('gateway management over MQTT (mosquitto CLI against a real agent process)
     cfg = await rr('get_config', '{}');
     expect(cfg.data.versions).toEqual({ fleet: 5, node: 2 });
     expect(cfg.data.config.training.maxTemperatureC).toBe(75);
+
+    // Clearing the retained topic (README: mosquitto_pub -r -n) leaves the applied layer in force, and says so.
+    from = agent.lines.length;
+    await run('mosquitto_pub', [...H, '-t', `${BASE}/config`, '-r', '-n']);
+    await agent.waitForLog('retained node config cleared; the layer in force (version 2) stays: publish version 3 with "config": {} to drop it', () => true, 10_000, from);
+    cfg = await rr('get_config', '{}');
+    expect(cfg.data.versions).toEqual({ fleet: 5, node: 2 });
+    expect(cfg.data.config.training.maxTemperatureC).toBe(75);
+    // The retained layer back as it was, for the tests below (the same version: nothing changes).
+    from = agent.lines.length;
+    await pubRetained(`${BASE}/config`, '{"version":2,"config":{"training":{"maxTemperatureC":75}}}');
+    await agent.waitForLog('config version already applied', (l) => l.version === 2, 10_000, from);
   });
 
   it('a version beyond 2^53 - 1 is refused with a clear error; the fleet and node layers, set_config and the state file stay as they were', async () => {

@@ -226,7 +226,13 @@ export class ManagementFeature implements Feature {
   }
 
   private async onLayerNow(kind: 'fleet' | 'node', payload: Buffer): Promise<void> {
-    if (payload.length === 0) return; // a cleared retained topic
+    if (payload.length === 0) {
+      // A cleared retained topic carries no version, so it cannot be told from "nothing retained";
+      // the layer in force stays. Dropping a layer takes a higher version with an empty config.
+      const current = this.layers[kind];
+      if (current) this.ctx.log.info({ kind, version: current.version }, `retained ${kind} config cleared; the layer in force (version ${current.version}) stays: publish version ${current.version + 1} with "config": {} to drop it`);
+      return;
+    }
     let layer: ConfigLayer;
     try {
       layer = parseLayer(parseJson(payload, `${kind} config`), `${kind} config`);
