@@ -7,7 +7,8 @@ import { mlp, paramCount } from '../agent/model';
 import { encode } from '../agent/compress';
 import { FedAvgStrategy } from '../agent/aggregator';
 import { FRAME_HEADER_BYTES } from '../agent/transport';
-import { runVirtual, timeToAccuracy, accuracyAt } from '../agent/sim/virtual';
+import { runVirtual, timeToAccuracy, accuracyAt, type VirtualRound } from '../agent/sim/virtual';
+import { formatVirtualRound } from '../agent/sim/run-virtual';
 import { parseTierMix, loadTrace, availabilityWindows, onlineThrough, TIERS, trainFlopsPerSample, type Device } from '../agent/sim/tiers';
 
 const train = loadMnist('train');
@@ -102,11 +103,41 @@ describe('device tiers and traces', () => {
     expect(b.tier.gflops).toBe(3);
     expect(b.tier.upBytesPerSecond).toBeCloseTo(TIERS.pi4.upBytesPerSecond, 6);
     writeFileSync(file, JSON.stringify({ devices: [{ id: 'a', upMbps: 1, downMbps: 1, latencyMs: 1 }] }));
-    expect(() => loadTrace(file)).toThrow('devices[0].gflops: must be a number ≥ 0 (or give a tier)');
+    expect(() => loadTrace(file)).toThrow('devices[0].gflops: must be a number above 0 (or give a tier)');
     writeFileSync(file, JSON.stringify({ devices: [{ tier: 'x86', availability: [[5, 1]] }] }));
     expect(() => loadTrace(file)).toThrow('availability[0]: must be [start, end] with start < end');
     writeFileSync(file, '{"devices": []}');
     expect(() => loadTrace(file)).toThrow('non-empty array');
     expect(() => loadTrace(path.join(dir, 'missing.json'))).toThrow('cannot read trace');
+  });
+
+  // Regression: unknown keys were ignored without a word, and a link of 0 Mbit/s passed (gflops 0 did not).
+  it.each([
+    [{ devices: [{ id: 'a', tier: 'x86', typo: 3 }] }, 'devices[0] (a): unknown key "typo"; a device has id, tier, gflops, upMbps, downMbps, latencyMs, availability'],
+    [{ devices: [{ id: 'a', tier: 'x86' }, { tier: 'x86', upMpbs: 1, windows: [] }] }, 'devices[1]: unknown keys "upMpbs", "windows"; a device has id, tier, gflops, upMbps, downMbps, latencyMs, availability'],
+    [{ devices: [{ id: 'a', tier: 'x86' }], device: [] }, 'unknown key "device"; a trace has only "devices"'],
+    [{ devices: [{ id: 'a', tier: 'x86', gflops: 0 }] }, 'devices[0].gflops: must be a number above 0'],
+    [{ devices: [{ id: 'a', tier: 'x86', upMbps: 0 }] }, 'devices[0].upMbps: must be a number above 0'],
+    [{ devices: [{ id: 'a', tier: 'pi3', downMbps: 0 }] }, 'devices[0].downMbps: must be a number above 0'],
+    [{ devices: [{ id: 'a', tier: 'x86', latencyMs: -1 }] }, 'devices[0].latencyMs: must be a number ≥ 0'],
+    [{ devices: [null] }, 'devices[0]: must be an object with an id and a tier or gflops, upMbps, downMbps, latencyMs'],
+  ])('refuses the trace %j', (trace, why) => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'fg-trace-')), 'fleet.json');
+    writeFileSync(file, JSON.stringify(trace));
+    expect(() => loadTrace(file)).toThrow(`trace ${file}: ${why}`);
+  });
+
+  it('takes a latency of 0', () => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'fg-trace-')), 'fleet.json');
+    writeFileSync(file, JSON.stringify({ devices: [{ id: 'a', tier: 'x86', latencyMs: 0 }] }));
+    expect(loadTrace(file)[0].tier.latencySeconds).toBe(0);
+  });
+});
+
+describe('formatVirtualRound', () => {
+  const r: VirtualRound = { round: 7, start: 0, end: 12.25, participants: 1, selected: 2, accuracy: 0.5, loss: 1, stragglerWaitSeconds: 0, bytesUp: 0, bytesDown: 0, deadlineSeconds: 3, tasks: [] };
+  it('shows the round of the total, or the round alone when only a time budget ends the run', () => {
+    expect(formatVirtualRound(r, 20)).toMatch(/^round  7\/20  t=12\.3 s  participants 1\/2  /);
+    expect(formatVirtualRound(r, Infinity)).toMatch(/^round 7  t=12\.3 s  participants 1\/2  /);
   });
 });

@@ -1,4 +1,4 @@
-import { partition, parsePartition } from '../data';
+import { partition, partitionByOwner, parsePartition } from '../data';
 import { paramCount } from '../model';
 import { buildStrategy, writeOutput, type JobOptions } from './job';
 import { defaultSpec, loadSplit, type DatasetName } from './datasets';
@@ -29,20 +29,28 @@ export async function runVirtualJob(o: VirtualJobOptions, onRound: (r: VirtualRo
     devices = parseTierMix(o.tiers ?? 'pi3,pi4,jetson,x86', o.clients, o.seed).map((tier, i) => ({ id: `dev-${String(i).padStart(String(o.clients - 1).length, '0')}`, tier, windows: availabilityWindows(tier, 1e7, o.seed * 1000 + i) }));
   }
   const spec2 = parsePartition(o.partition);
+  if (spec2.kind === 'owner' && train.owners) {
+    const owners = partitionByOwner(train.owners).length;
+    if (devices.length > owners) throw new Error(`--partition owner: ${o.trace ? `the ${devices.length} devices of --trace are` : `--clients ${devices.length} is`} more than the ${owners} writers of ${o.dataset} (each device holds whole writers); use at most ${owners}`);
+  }
   const shards = partition(train, spec2, devices.length, o.seed).map((s) => (o.maxSamples && o.maxSamples < s.length ? s.subarray(0, o.maxSamples) : s));
   const strategy = buildStrategy({ ...o, clientsPerRound: o.clientsPerRound || Math.max(1, Math.round(devices.length / 10)) }, paramCount(spec));
   const res = await runVirtual({ spec, train, test, devices, shards, strategy, rounds: o.rounds, timeBudgetSeconds: o.timeBudgetSeconds, seed: o.seed, foldLate: o.foldLate, onRound });
+  // As runAggregatorJob: a run no device took part in must not pass for one (its "model" is the untrained one).
+  const ran = res.rounds.length;
+  if (ran > 0 && res.rounds.every((r) => r.participants === 0)) throw new Error(`no device took part in ${ran === 1 ? 'the round' : `any of the ${ran} rounds`}: check ${o.trace ? `the devices' availability windows in ${o.trace}` : '--tiers'} and --deadline (no report written)`);
   const config = { ...o, mode: 'virtual', devices: devices.length, model: spec };
   if (o.report) await writeOutput(o.report, Buffer.from(JSON.stringify({ config, rounds: res.rounds, final: { accuracy: res.rounds.at(-1)?.accuracy, loss: res.rounds.at(-1)?.loss } }, null, 2) + '\n'));
   return { rounds: res.rounds, config };
 }
 
+/** `rounds` Infinity: no round limit (a time budget ends the run), so no "/<rounds>". */
 export function formatVirtualRound(r: VirtualRound, rounds: number): string {
   const steps = r.tasks.map((t) => t.steps);
   const late = r.tasks.filter((t) => t.late).length;
   const failed = r.tasks.filter((t) => t.failed).length;
   return [
-    `round ${String(r.round).padStart(String(rounds).length)}/${rounds}`,
+    Number.isFinite(rounds) ? `round ${String(r.round).padStart(String(rounds).length)}/${rounds}` : `round ${r.round}`,
     `t=${r.end.toFixed(1)} s`,
     `participants ${r.participants}/${r.selected}`,
     steps.length ? `work ${Math.min(...steps)}-${Math.max(...steps)} steps` : 'work -',

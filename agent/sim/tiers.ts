@@ -103,26 +103,32 @@ export function loadTrace(file: string): Device[] {
   } catch (err) {
     throw new Error(`cannot read trace ${file}: ${(err as Error).message}`);
   }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`trace ${file}: must be an object { "devices": [...] }`);
+  const extra = Object.keys(raw).filter((k) => k !== 'devices');
+  if (extra.length) throw new Error(`trace ${file}: unknown ${keyList(extra)}; a trace has only "devices"`);
   const devices = (raw as { devices?: unknown }).devices;
   if (!Array.isArray(devices) || devices.length === 0) throw new Error(`trace ${file}: "devices" must be a non-empty array`);
   const seen = new Map<string, number>();
   return devices.map((d: Record<string, unknown>, i: number) => {
     const where = `trace ${file}: devices[${i}]`;
+    if (typeof d !== 'object' || d === null || Array.isArray(d)) throw new Error(`${where}: must be an object with an id and a tier or gflops, upMbps, downMbps, latencyMs`);
+    const unknown = Object.keys(d).filter((k) => !DEVICE_KEYS.includes(k));
+    if (unknown.length) throw new Error(`${where}${typeof d.id === 'string' && d.id ? ` (${d.id})` : ''}: unknown ${keyList(unknown)}; a device has ${DEVICE_KEYS.join(', ')}`);
     const base = d.tier === undefined ? undefined : TIERS[String(d.tier)];
     if (d.tier !== undefined && !base) throw new Error(`${where}.tier: unknown tier "${d.tier}"`);
-    const num = (key: string, fallback: number | undefined): number => {
+    // Compute and bandwidth divide a task's work: 0 would be a device that never finishes. Latency may be 0.
+    const num = (key: string, fallback: number | undefined, above0: boolean): number => {
       const v = d[key] ?? fallback;
-      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new Error(`${where}.${key}: must be a number ≥ 0${fallback === undefined ? ' (or give a tier)' : ''}`);
+      if (typeof v !== 'number' || !Number.isFinite(v) || (above0 ? v <= 0 : v < 0)) throw new Error(`${where}.${key}: must be a number ${above0 ? 'above 0' : '≥ 0'}${fallback === undefined ? ' (or give a tier)' : ''}`);
       return v;
     };
     const tier: DeviceTier = {
       name: String(d.tier ?? 'trace'),
-      gflops: num('gflops', base?.gflops),
-      upBytesPerSecond: mbit(num('upMbps', base && (base.upBytesPerSecond * 8) / 1e6)),
-      downBytesPerSecond: mbit(num('downMbps', base && (base.downBytesPerSecond * 8) / 1e6)),
-      latencySeconds: num('latencyMs', base && base.latencySeconds * 1000) / 1000,
+      gflops: num('gflops', base?.gflops, true),
+      upBytesPerSecond: mbit(num('upMbps', base && (base.upBytesPerSecond * 8) / 1e6, true)),
+      downBytesPerSecond: mbit(num('downMbps', base && (base.downBytesPerSecond * 8) / 1e6, true)),
+      latencySeconds: num('latencyMs', base && base.latencySeconds * 1000, false) / 1000,
     };
-    if (!(tier.gflops > 0)) throw new Error(`${where}.gflops: must be above 0`);
     let windows: [number, number][] | undefined;
     if (d.availability !== undefined) {
       if (!Array.isArray(d.availability)) throw new Error(`${where}.availability: must be an array of [start, end] pairs`);
@@ -136,6 +142,14 @@ export function loadTrace(file: string): Device[] {
     seen.set(d.id, i);
     return { id: d.id, tier, windows };
   });
+}
+
+/** The fields of a trace's device. */
+const DEVICE_KEYS = ['id', 'tier', 'gflops', 'upMbps', 'downMbps', 'latencyMs', 'availability'];
+
+/** `key "typo"` or `keys "a", "b"`. */
+function keyList(keys: string[]): string {
+  return `key${keys.length > 1 ? 's' : ''} ${keys.map((k) => JSON.stringify(k)).join(', ')}`;
 }
 
 /** Training FLOPs per sample of an MLP with `params` weights: ~2 forward + 4 backward per weight. */
