@@ -135,6 +135,12 @@ describe('validateConfig', () => {
     expect(() => validateConfig({ data: { shard: '1 of 4' } }, 'agent')).toThrow('data.shard: must be "<index>/<count>", e.g. "3/10" (got "1 of 4")');
   });
 
+  // Regression: simulate --partition owner started gateways that each refused data.partition "owner".
+  it('takes data.partition iid, dirichlet:<alpha> and owner; refuses anything else', () => {
+    for (const partition of ['iid', 'dirichlet:0.5', 'owner']) expect(validateConfig({ data: { partition } }, 'agent').data.partition).toBe(partition);
+    for (const partition of ['owners', 'owner:1', 'dirichlet']) expect(() => validateConfig({ data: { partition } }, 'agent')).toThrow(`data.partition: `);
+  });
+
   it('refuses a document that is not a mapping', () => {
     expect(() => validateConfig([], 'agent')).toThrow('(root): must be a mapping of settings (got an array)');
   });

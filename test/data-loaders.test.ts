@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
-import { classCounts, loadCsvDataset, loadFemnist, loadLeafJson, partition, partitionByOwner, select, splitCsvRecord } from '../agent/data';
+import { classCounts, femnistWriterCount, loadCsvDataset, loadFemnist, loadLeafJson, partition, partitionByOwner, select, splitCsvRecord } from '../agent/data';
 
 const repoRoot = path.resolve(__dirname, '..');
 const dataDir = process.env.FEDGATE_DATA_DIR ?? path.resolve(repoRoot, '../shared/data');
@@ -33,6 +33,12 @@ describe.skipIf(!haveFemnist)(`loadFemnist (${femnistDir})`, () => {
     const tenGateways = partition(train, { kind: 'owner' }, 10, 1);
     expect(tenGateways.reduce((s, shard) => s + shard.length, 0)).toBe(14708);
     expect(partition(train, { kind: 'owner' }, 105, 1).map((s) => s.length)).toEqual(byWriter.map((w) => w.indices.length));
+  });
+
+  // simulate --partition owner checks --clients against this before starting any gateway.
+  it('femnistWriterCount: the writers with rows, from the writers file alone (as many as an owner partition can serve)', () => {
+    expect(femnistWriterCount(femnistDir, 'train')).toBe(partitionByOwner(loadFemnist(femnistDir, 'train').owners!).length);
+    expect(femnistWriterCount(femnistDir, 'test')).toBe(105);
   });
 });
 

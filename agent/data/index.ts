@@ -22,7 +22,7 @@ export {
   partition,
   sampleDirichlet,
 } from './partition';
-export { FEMNIST_CLASSES, loadFemnist } from './femnist';
+export { FEMNIST_CLASSES, loadFemnist, femnistWriterCount } from './femnist';
 export { type LeafJsonOptions, loadLeafJson } from './leaf';
 export {
   type CsvRecord,
