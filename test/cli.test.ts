@@ -32,6 +32,11 @@ describe('a bad option value', () => {
     [['simulate', '--clients', '0'], `error: option '--clients <n>' argument '0' is invalid. expected a whole number from 1 to 1000, got "0"\n(see fedgate simulate --help)\n`],
     [['simulate', '--rounds', '-1'], `error: option '--rounds <n>' argument '-1' is invalid. expected a whole number from 1 up, got "-1"\n(see fedgate simulate --help)\n`],
     [['simulate', '--codec', 'bogus'], `error: option '--codec <codec>' argument 'bogus' is invalid. unknown codec "bogus"; use one of none, int8, int4, topk, topk-int8\n(see fedgate simulate --help)\n`],
+    // Regression: an extra or padded argument passed silently; auto's argument was called an unknown codec.
+    [['simulate', '--codec', 'topk:0.01:x'], `error: option '--codec <codec>' argument 'topk:0.01:x' is invalid. topk takes one argument, a fraction k in (0, 1], e.g. topk:0.01; got "topk:0.01:x"\n(see fedgate simulate --help)\n`],
+    [['simulate', '--codec', 'topk: 0.01'], `error: option '--codec <codec>' argument 'topk: 0.01' is invalid. topk takes one argument, a fraction k in (0, 1], e.g. topk:0.01; got "topk: 0.01"\n(see fedgate simulate --help)\n`],
+    [['aggregator', '--codec', 'auto:0.1'], `error: option '--codec <codec>' argument 'auto:0.1' is invalid. auto takes no argument (it chooses the codec per node)\n(see fedgate aggregator --help)\n`],
+    [['simulate', '--codec', 'int8:0.1'], `error: option '--codec <codec>' argument 'int8:0.1' is invalid. int8 takes no argument but "stochastic"\n(see fedgate simulate --help)\n`],
     [['simulate', '--mode', 'bogus'], `error: option '--mode <mode>' argument 'bogus' is invalid. Allowed choices are processes, virtual.\n(see fedgate simulate --help)\n`],
     [['agent', '--threads', '0'], `error: option '--threads <n>' argument '0' is invalid. expected a whole number from 1 up, got "0"\n(see fedgate agent --help)\n`],
     [['aggregator', '--target-quantile', '2'], `error: option '--target-quantile <q>' argument '2' is invalid. expected a number above 0 and at most 1, got "2"\n(see fedgate aggregator --help)\n`],
@@ -214,7 +219,11 @@ describe('output files are checked before any work', () => {
     const unused = await fedgate(['simulate', '--mode', 'virtual', '--checkpoint', 'c', '--model-out', 'm.onnx']);
     expect(unused.stderr).toBe('fedgate: --checkpoint, --model-out: not available with --mode virtual (it runs no broker and keeps no checkpoint or model)\n');
     expect(unused.code).toBe(1);
-  });
+    // Regression: the documented "no model", `--model-out ''`, was refused the same way.
+    const none = await fedgate(['simulate', '--mode', 'virtual', '--model-out', '', '--strategy', 'fedavg', '--clients', '2', '--clients-per-round', '2', '--tiers', 'x86', '--partition', 'iid', '--rounds', '1', '--max-samples', '50', '--epochs', '1', '--hidden', '16'], { ms: 60_000 });
+    expect(none.code, none.stderr).toBe(0);
+    expect(none.stdout).toMatch(/^round 1\/1  t=\S+ s  participants 2\/2  [^]*\ndone: 1 rounds, /);
+  }, 60_000);
 });
 
 describe('checkpoints', () => {
@@ -231,9 +240,16 @@ describe('checkpoints', () => {
     expect(again.code).toBe(1);
 
     const done = await fedgate([...base, '--rounds', '1', '--resume', '--report', path.join(dir, 'r.json')]);
-    expect(done.stdout).toBe(`nothing to do: checkpoint ${ckpt} already holds round 1, and --rounds is 1 (raise --rounds to train on; nothing was written)\n`);
+    expect(done.stdout).toBe(`nothing to do: checkpoint ${ckpt} already holds round 1, and the job asks for 1 round (ask for more rounds to train on; nothing was written)\n`);
     expect(done.code).toBe(0);
     expect(existsSync(path.join(dir, 'r.json'))).toBe(false);
+
+    // Regression: with the rounds from job.rounds of a settings file, it said "--rounds is 1", a flag never given.
+    const settings = path.join(dir, 'aggregator.yaml');
+    writeFileSync(settings, `stateDir: ${dir}\njob:\n  rounds: 1\n  checkpoint: ${ckpt}\n  resume: always\n`);
+    const fromFile = await fedgate(['aggregator', '--config', settings, '--broker', 'mqtt://127.0.0.1:1']);
+    expect(fromFile.stdout).toBe(`nothing to do: checkpoint ${ckpt} already holds round 1, and the job asks for 1 round (ask for more rounds to train on; nothing was written)\n`);
+    expect(fromFile.code, fromFile.stderr).toBe(0);
 
     const both = await fedgate([...base, '--resume', '--fresh']);
     expect(both.stderr).toBe('fedgate: --resume and --fresh exclude each other: continue from the checkpoint, or start over\n');
@@ -261,7 +277,7 @@ describe('checkpoints', () => {
     expect(second.stdout).toMatch(/^round 2\/2  participants 2\/2 /);
     expect(second.stdout).not.toMatch(/round 1\/2/);
     const third = await fedgate([...base, '--rounds', '2']);
-    expect(third.stdout).toBe(`nothing to do: checkpoint ${ckpt} already holds round 2, and --rounds is 2 (raise --rounds to train on; nothing was written)\n`);
+    expect(third.stdout).toBe(`nothing to do: checkpoint ${ckpt} already holds round 2, and the job asks for 2 rounds (ask for more rounds to train on; nothing was written)\n`);
     const bad = await fedgate(['simulate', '--resume', 'maybe', '--checkpoint', ckpt]);
     expect(bad.stderr).toBe(`error: option '--resume [when]' argument 'maybe' is invalid. 'maybe' is not a way to resume: give --resume alone, or --resume auto\n(see fedgate simulate --help)\n`);
     expect(bad.code).toBe(1);
@@ -380,4 +396,90 @@ it('simulate --mode virtual caps each device at --max-samples rows', async () =>
   const r = await fedgate(['simulate', '--mode', 'virtual', '--clients', '4', '--partition', 'iid', '--strategy', 'fedavg', '--rounds', '1', '--max-samples', '100', '--epochs', '1', '--hidden', '16', '--tiers', 'x86'], { ms: 60_000 });
   expect(r.code, r.stderr).toBe(0);
   expect(r.stdout).toMatch(/^round 1\/1  t=\S+ s  participants \d\/\d  work 4-4 steps  /); // 1 epoch of 100 rows at batch 32: 4 steps
+}, 60_000);
+
+// Regression: the agent's settings refused data.partition "owner", so every gateway of a
+// `simulate --partition owner` exited 1; with MNIST (no owners) each gateway failed on its own.
+describe('--partition owner', () => {
+  const femnist = path.join(path.resolve(__dirname, '../../shared/data'), 'femnist');
+  const env = { FEDGATE_DATA_DIR: '' };
+
+  it.skipIf(!existsSync(femnist))('gives each FEMNIST gateway whole writers, in processes mode', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'fg-cli-owner-'));
+    const r = await fedgate(['simulate', '--dataset', 'femnist', '--data-dir', path.dirname(femnist), '--partition', 'owner', '--clients', '3', '--rounds', '2',
+      '--max-samples', '300', '--hidden', '16', '--epochs', '1', '--model-out', '', '--report', path.join(dir, 'r.json')], { env, ms: 90_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^round 1\/2  participants 3\/3  [^\n]*\nround 2\/2  participants 3\/3  [^\n]*\ndone: 2 rounds /);
+    expect(JSON.parse(readFileSync(path.join(dir, 'r.json'), 'utf8')).config.partition).toBe('owner');
+  }, 90_000);
+
+  it.each([['processes'], ['virtual']])('with MNIST (no owners) is refused at once in %s mode, in one line', async (mode) => {
+    const r = await fedgate(['simulate', '--mode', mode, '--partition', 'owner', '--clients', '2', '--rounds', '1']);
+    expect(r.stderr).toBe('fedgate: --partition owner: mnist has no owners (FEMNIST has writers); use --dataset femnist, or --partition iid or dirichlet:<alpha>\n');
+    expect(r.stdout).toBe('');
+    expect(r.code).toBe(1);
+  });
+
+  it.skipIf(!existsSync(femnist))('with more gateways than writers is refused at once', async () => {
+    const args = ['simulate', '--dataset', 'femnist', '--data-dir', femnist, '--partition', 'owner', '--clients', '106', '--rounds', '1'];
+    const processes = await fedgate(args, { env });
+    expect(processes.stderr).toBe('fedgate: --partition owner: --clients 106 is more than the 105 FEMNIST writers (each gateway holds whole writers); use at most 105\n');
+    expect(processes.code).toBe(1);
+    const virtual = await fedgate([...args, '--mode', 'virtual'], { env, ms: 60_000 });
+    expect(virtual.stderr).toBe('fedgate: --partition owner: --clients 106 is more than the 105 writers of femnist (each device holds whole writers); use at most 105\n');
+    expect(virtual.code).toBe(1);
+  }, 60_000);
+
+  it('fedgate agent --help lists owner, and says where its log level comes from', async () => {
+    const r = await fedgate(['agent', '--help']);
+    const help = r.stdout.replace(/\s+/g, ' ');
+    expect(help).toContain('--partition <spec> how the data set is split over the n shards: iid, dirichlet:<alpha>, or owner ');
+    // Regression: it said default "warn", but the agent logs at logging.level (default info).
+    expect(help).toContain('--log-level <level> log level (default: logging.level of --config or $FEDGATE_LOG_LEVEL, else info) (choices: "fatal", "error", "warn", "info", "debug", "trace", "silent") ');
+  });
+});
+
+describe('simulate --mode virtual', () => {
+  // Regression: a run no device ever took part in printed "done: …" with the untrained model's accuracy, exit 0, and wrote its report.
+  it('fails when no device took part, as processes mode does, and writes no report', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'fg-cli-never-'));
+    const trace = path.join(dir, 'never.json');
+    writeFileSync(trace, JSON.stringify({ devices: [{ id: 'gw-a', tier: 'x86', availability: [] }] }));
+    const r = await fedgate(['simulate', '--mode', 'virtual', '--trace', trace, '--rounds', '2', '--hidden', '16', '--report', path.join(dir, 'nv.json')], { ms: 60_000 });
+    expect(r.stdout).toMatch(/^round 1\/2  t=\S+ s  participants 0\/0  [^\n]*\nround 2\/2  t=\S+ s  participants 0\/0  [^\n]*\n$/);
+    expect(r.stderr).toBe(`fedgate: no device took part in any of the 2 rounds: check the devices' availability windows in ${trace} and --deadline (no report written)\n`);
+    expect(r.code).toBe(1);
+    expect(readdirSync(dir)).toEqual(['never.json']);
+  }, 60_000);
+
+  // Regression: --time-budget without --rounds stopped at the default 20 rounds.
+  it('with --time-budget and no --rounds, the budget alone ends the run', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'fg-cli-budget-'));
+    const trace = path.join(dir, 'fleet.json');
+    writeFileSync(trace, JSON.stringify({ devices: [{ id: 'gw-a', tier: 'x86' }, { id: 'gw-b', tier: 'x86' }] }));
+    const base = ['simulate', '--mode', 'virtual', '--trace', trace, '--time-budget', '20', '--strategy', 'fedavg', '--max-samples', '32', '--epochs', '1', '--hidden', '16'];
+    const r = await fedgate(base, { ms: 90_000 });
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    const rounds = lines.filter((l) => l.startsWith('round '));
+    expect(rounds.length).toBeGreaterThan(20);
+    expect(rounds[0]).toMatch(/^round 1  t=/);
+    const ends = rounds.map((l) => Number(/ t=(\S+) s/.exec(l)![1]));
+    expect(ends.at(-2)!).toBeLessThan(20); // each round starts within the budget
+    expect(ends.at(-1)!).toBeGreaterThanOrEqual(20);
+    expect(lines.at(-1)).toMatch(new RegExp(`^done: ${rounds.length} rounds, `));
+    const capped = await fedgate([...base, '--rounds', '3'], { ms: 60_000 });
+    expect(capped.stdout.split('\n').filter((l) => l.startsWith('round '))).toEqual([expect.stringMatching(/^round 1\/3 /), expect.stringMatching(/^round 2\/3 /), expect.stringMatching(/^round 3\/3 /)]);
+  }, 150_000);
+});
+
+// Regression: a top-k run said "0.0 MB up" in its summary while each round said "up 0.02 MB".
+it('the done: line gives small byte totals in kB, as the rounds add up', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'fg-cli-topk-'));
+  const r = await fedgate(['simulate', '--clients', '2', '--rounds', '2', '--codec', 'topk:0.01', '--max-samples', '200', '--hidden', '16', '--model-out', '', '--report', path.join(dir, 'r.json')], { ms: 60_000 });
+  expect(r.code, r.stderr).toBe(0);
+  const report = JSON.parse(readFileSync(path.join(dir, 'r.json'), 'utf8'));
+  const up = report.rounds.reduce((s: number, x: { bytesUp: number }) => s + x.bytesUp, 0);
+  expect(up).toBeLessThan(1e6);
+  expect(r.stdout).toMatch(new RegExp(`\\ndone: 2 rounds in \\S+ s, final accuracy \\S+, loss \\S+, ${(up / 1e3).toFixed(1).replace('.', '\\.')} kB up, \\S+ (kB|MB) down\\n$`));
 }, 60_000);

@@ -10,6 +10,8 @@ import { Topics } from '../transport';
 import { simulate, runAggregatorJob, formatRound, loadShard, parseShard, parseDatasetName, simFleetName, checkOutput, type JobReport } from '../sim';
 import { brokerOptions, int, jobOptions, logLevelOption, positive } from './options';
 import { parseTierMix } from '../sim/tiers';
+import { femnistDir } from '../sim/datasets';
+import { femnistWriterCount, parsePartition } from '../data';
 import { loadConfigFile } from '../config';
 import { resolveStateDir } from '../state';
 import { addProfileCommand } from './commands/profile';
@@ -23,6 +25,21 @@ function printRound(rounds: number) {
   return (r: RoundRecord) => process.stdout.write(formatRound(r, rounds) + '\n');
 }
 
+/** A run's total bytes: MB with one decimal, kB below 1 MB (a top-k run's 0.02 MB a round must not sum to "0.0 MB"). */
+function byteSize(bytes: number): string {
+  return bytes >= 1e6 ? `${(bytes / 1e6).toFixed(1)} MB` : `${(bytes / 1e3).toFixed(1)} kB`;
+}
+
+/** `--partition owner` needs a data set with owners, and at most one gateway per owner: refused here, not by each gateway. */
+function checkOwnerPartition(o: Opts, mode: 'processes' | 'virtual'): void {
+  if (parsePartition(o.partition).kind !== 'owner') return;
+  const dataset = parseDatasetName(o.dataset);
+  if (dataset !== 'femnist') throw new Error(`--partition owner: ${dataset} has no owners (FEMNIST has writers); use --dataset femnist, or --partition iid or dirichlet:<alpha>`);
+  if (mode === 'virtual') return; // its devices are counted once the trace or tiers give them
+  const writers = femnistWriterCount(femnistDir(o.dataDir), 'train');
+  if (o.clients > writers) throw new Error(`--partition owner: --clients ${o.clients} is more than the ${writers} FEMNIST writers (each gateway holds whole writers); use at most ${writers}`);
+}
+
 function printSummary(report: JobReport): void {
   if (report.nothingToDo) return void process.stdout.write(report.nothingToDo + '\n');
   const up = report.rounds.reduce((s, r) => s + r.bytesUp, 0);
@@ -31,7 +48,7 @@ function printSummary(report: JobReport): void {
   process.stdout.write(
     `done: ${report.rounds.length} rounds in ${report.seconds.toFixed(1)} s` +
       (f ? `, final accuracy ${f.accuracy.toFixed(4)}, loss ${f.loss.toFixed(4)}` : '') +
-      `, ${(up / 1e6).toFixed(1)} MB up, ${(down / 1e6).toFixed(1)} MB down` +
+      `, ${byteSize(up)} up, ${byteSize(down)} down` +
       (report.modelFile ? `, model in ${report.modelFile}` : '') + '\n',
   );
 }
@@ -129,25 +146,30 @@ export function buildCli(): Command {
 
   jobOptions(brokerOptions(program.command('simulate').description('run a whole fleet on this machine: embedded broker, aggregator, one process per gateway'), false))
     .option('--clients <n>', 'simulated gateways (one OS process each)', int(1, 1000), 10)
-    .option('--partition <spec>', 'how data is split: iid, dirichlet:<alpha>', 'dirichlet:0.5')
+    .option('--partition <spec>', 'how data is split: iid, dirichlet:<alpha>, or owner (FEMNIST: whole writers per gateway; --clients at most the writers)', 'dirichlet:0.5')
     .option('--max-samples <n>', 'cap on each gateway\'s training rows (quick runs)', int(1))
     .addOption(new Option('--mode <mode>', 'processes: one OS process per gateway over a real broker; virtual: a virtual clock with device models (large fleets)').choices(['processes', 'virtual']).default('processes'))
     .option('--tiers <mix>', 'device tiers and shares, e.g. pi3:25,pi4:25,jetson:25,x86:25 (built in: pi3, pi4, jetson, x86); processes mode slows each gateway process to its tier')
     .option('--trace <file>', 'virtual mode: a JSON trace of devices (compute, bandwidth, availability windows) instead of --tiers')
-    .option('--time-budget <seconds>', 'virtual mode: stop after this much simulated time', positive)
+    .option('--time-budget <seconds>', 'virtual mode: stop after this much simulated time (without --rounds, the budget alone ends the run)', positive)
     .option('--time-scale <x>', 'processes mode with --tiers: simulated seconds per real second', positive, 10)
     .action(async (o: Opts, cmd: Command) => {
       if (o.mode === 'virtual') {
-        const unused = ['checkpoint', 'resume', 'fresh', 'modelOut', 'broker'].filter((k) => cmd.getOptionValueSource(k) === 'cli');
+        // `--model-out ''` is the documented "no model": nothing to refuse.
+        const unused = ['checkpoint', 'resume', 'fresh', 'modelOut', 'broker'].filter((k) => cmd.getOptionValueSource(k) === 'cli' && !(k === 'modelOut' && o.modelOut === ''));
         if (unused.length) throw new Error(`${unused.map((k) => cmd.options.find((x) => x.attributeName() === k)!.long).join(', ')}: not available with --mode virtual (it runs no broker and keeps no checkpoint or model)`);
         if (o.report) checkOutput('--report', o.report);
+        checkOwnerPartition(o, 'virtual');
+        // A time budget without --rounds: the budget alone ends the run.
+        const rounds = o.timeBudget !== undefined && cmd.getOptionValueSource('rounds') !== 'cli' ? Infinity : o.rounds;
         const { runVirtualJob, formatVirtualRound } = await import('../sim/run-virtual');
-        const res = await runVirtualJob({ ...jobFrom(o), clients: o.clients, partition: o.partition, tiers: o.tiers, trace: o.trace, timeBudgetSeconds: o.timeBudget, maxSamples: o.maxSamples }, (r) => process.stdout.write(formatVirtualRound(r, o.rounds) + '\n'));
+        const res = await runVirtualJob({ ...jobFrom(o), rounds, clients: o.clients, partition: o.partition, tiers: o.tiers, trace: o.trace, timeBudgetSeconds: o.timeBudget, maxSamples: o.maxSamples }, (r) => process.stdout.write(formatVirtualRound(r, rounds) + '\n'));
         const last = res.rounds.at(-1);
         process.stdout.write(`done: ${res.rounds.length} rounds, ${last?.end.toFixed(0) ?? 0} s simulated, final accuracy ${last?.accuracy.toFixed(4) ?? '-'}\n`);
         return;
       }
       if (o.trace || o.timeBudget) throw new Error('--trace and --time-budget need --mode virtual');
+      checkOwnerPartition(o, 'processes');
       const tiers = o.tiers ? parseTierMix(o.tiers, o.clients, o.seed) : undefined;
       if (o.broker && !['cli', 'env'].includes(cmd.getOptionValueSource('fleet') ?? '')) {
         o.fleet = simFleetName();

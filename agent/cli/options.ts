@@ -40,24 +40,31 @@ const CODECS: CodecName[] = ['none', 'int8', 'int4', 'topk', 'topk-int8'];
 
 /** `auto`, `int8`, `int4:stochastic`, `topk:0.01`, `topk-int8:0.01`, `none`. */
 export function parseCodecOrAuto(value: string): CodecChoice | 'auto' {
-  return value === 'auto' ? 'auto' : parseCodec(value);
+  if (value === 'auto') return 'auto';
+  if (value.startsWith('auto:')) throw new InvalidArgumentError('auto takes no argument (it chooses the codec per node)');
+  return parseCodec(value);
 }
 
+const FRACTION = /^(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
+
 export function parseCodec(value: string): CodecChoice {
-  const [name, arg] = value.split(':');
+  const [name, ...args] = value.split(':');
   if (!CODECS.includes(name as CodecName)) throw new InvalidArgumentError(`unknown codec "${name}"; use one of ${CODECS.join(', ')}`);
   const codec = name as CodecName;
+  const arg = args.length ? args.join(':') : undefined;
   if (codec === 'topk' || codec === 'topk-int8') {
     const k = arg === undefined ? 0.01 : Number(arg);
+    if (arg !== undefined && !FRACTION.test(arg)) throw new InvalidArgumentError(`${codec} takes one argument, a fraction k in (0, 1], e.g. ${codec}:0.01; got "${value}"`);
     if (!(k > 0 && k <= 1)) throw new InvalidArgumentError(`${codec} takes a fraction k in (0, 1], e.g. ${codec}:0.01`);
     return { codec, k };
   }
+  if (codec === 'none' && arg !== undefined) throw new InvalidArgumentError('none takes no argument');
   if (arg !== undefined && arg !== 'stochastic') throw new InvalidArgumentError(`${codec} takes no argument but "stochastic"`);
   return arg === 'stochastic' ? { codec, stochastic: true } : { codec };
 }
 
 /** Options every role shares: where the broker is and which fleet. */
-export function brokerOptions(cmd: Command, required: boolean): Command {
+export function brokerOptions(cmd: Command, required: boolean, logLevel: Option = logLevelOption()): Command {
   const broker = new Option('--broker <url>', 'MQTT broker URL (mqtt://host:port, mqtts://…)');
   if (required) broker.makeOptionMandatory();
   return cmd
@@ -67,11 +74,15 @@ export function brokerOptions(cmd: Command, required: boolean): Command {
     .option('--prefix <topic>', 'topic prefix', 'fedgate')
     .option('--fleet <name>', 'fleet name (second topic level)', 'default')
     .option('--max-packet-bytes <n>', 'largest MQTT packet to send; bigger payloads are chunked', int(1024), 128 * 1024)
-    .addOption(logLevelOption());
+    .addOption(logLevel);
 }
 
-export function logLevelOption(): Option {
-  return new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('warn');
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** `--log-level`, default warn; `defaultLevel` null: no default of its own (the caller's settings give it, and `description` says how). */
+export function logLevelOption(description = 'log level', defaultLevel: string | null = 'warn'): Option {
+  const option = new Option('--log-level <level>', description).choices(LOG_LEVELS);
+  return defaultLevel === null ? option : option.default(defaultLevel);
 }
 
 /** Options of a training job (the aggregator's side). */
@@ -85,7 +96,7 @@ export function jobOptions(cmd: Command): Command {
     .option('--epochs <n>', 'local epochs per round', int(1), 5)
     .option('--batch-size <n>', 'local batch size', int(1), 32)
     .option('--lr <rate>', 'local learning rate', positive, 0.1)
-    .addOption(new Option('--codec <codec>', 'update compression: auto (per node, from its link: int8 or stronger), or pinned: none, int8, int4[:stochastic], topk[:k], topk-int8[:k]').argParser(parseCodecOrAuto).default('auto'))
+    .addOption(new Option('--codec <codec>', 'update compression: auto (per node, from its link: int8 or stronger), or pinned: none, int8[:stochastic], int4[:stochastic], topk[:k], topk-int8[:k] (k: the fraction of values kept, in (0, 1]; default 0.01)').argParser(parseCodecOrAuto).default('auto'))
     .addOption(new Option('--strategy <name>', 'balanced: hardware-aware selection and deadline-sized work; fedavg: random K, fixed epochs, wait for all').choices(['balanced', 'fedavg']).default('balanced'))
     .option('--overcommit <x>', 'balanced: select this many times K and close at K results', positive, 1.3)
     .option('--target-quantile <q>', 'balanced: round target = this quantile of the nodes\' full-work times, in (0, 1]', fraction, 0.5)

@@ -239,7 +239,8 @@ export async function checkJobFiles(all: Pick<JobOptions, 'report' | 'modelOut' 
     rounds,
     final: last?.accuracy !== undefined ? { accuracy: last.accuracy, loss: last.loss ?? NaN } : undefined,
     seconds: 0,
-    nothingToDo: `nothing to do: checkpoint ${opts.checkpoint} already holds round ${ckpt.round}, and --rounds is ${opts.rounds} (raise --rounds to train on; nothing was written)`,
+    // The rounds may come from --rounds or from job.rounds of a settings file: worded for either.
+    nothingToDo: `nothing to do: checkpoint ${opts.checkpoint} already holds round ${ckpt.round}, and the job asks for ${opts.rounds} round${opts.rounds === 1 ? '' : 's'} (ask for more rounds to train on; nothing was written)`,
   };
 }
 

@@ -7,7 +7,7 @@ import { loadCsvDataset, select, type Shard } from '../../data';
 import { loadShard, parseShard, parseDatasetName } from '../../sim';
 import { TIERS } from '../../sim/tiers';
 import { setLogLevel, logger } from '../../log';
-import { int, positive } from '../options';
+import { int, logLevelOption, positive } from '../options';
 
 type Opts = Record<string, any>;
 
@@ -66,14 +66,16 @@ function watchParent(gone: () => void): void {
   if (process.connected) process.once('disconnect', once);
 }
 
-export function addAgentCommand(program: Command, brokerOptions: (cmd: Command, required: boolean) => Command): void {
-  const cmd = brokerOptions(program.command('agent').description('run one gateway agent: trains on its local data when the aggregator asks'), false)
+export function addAgentCommand(program: Command, brokerOptions: (cmd: Command, required: boolean, logLevel?: Option) => Command): void {
+  // No default of its own: the agent logs at its logging.level setting (default info), which a given flag overrides.
+  const logLevel = logLevelOption('log level (default: logging.level of --config or $FEDGATE_LOG_LEVEL, else info)', null);
+  const cmd = brokerOptions(program.command('agent').description('run one gateway agent: trains on its local data when the aggregator asks'), false, logLevel)
     .option('--config <file>', 'settings file (YAML or JSON; see `fedgate config schema --role agent`); flags override it')
     .option('--node-id <id>', 'this gateway\'s id (one topic level: no + # / or leading $); default: generated once and kept in the state directory')
     .option('--dataset <name>', 'mnist, femnist or csv')
     .option('--data-dir <dir>', 'folder holding femnist/, or the femnist folder itself (default: $FEDGATE_DATA_DIR, else ../shared/data from fedgate\'s folder)')
     .option('--shard <i/n>', 'which part of the data set this gateway holds')
-    .option('--partition <spec>', 'how the data set is split over the n shards: iid, dirichlet:<alpha>')
+    .option('--partition <spec>', 'how the data set is split over the n shards: iid, dirichlet:<alpha>, or owner (whole FEMNIST writers per shard; n at most the writers)')
     .option('--seed <n>', 'seed of the partition', int(0))
     .option('--max-samples <n>', 'keep at most this many rows of the shard', int(1))
     .option('--threads <n>', 'ONNX Runtime threads', int(1))
