@@ -51,6 +51,9 @@ const ALL_ARMS: Arm[] = [
   { name: 'topk1%+EF', codec: { codec: 'topk', k: 0.01 }, ef: true },
   { name: 'topk1%+int8+EF', codec: { codec: 'topk-int8', k: 0.01 }, ef: true },
   { name: 'topk2%+int8+EF', codec: { codec: 'topk-int8', k: 0.02 }, ef: true },
+  // FEMNIST (105 writers, 20 rounds) needs k = 3 % to stay within about a point of float32: what k
+  // = 1 % does not send, error feedback delivers ~1/k rounds later, longer than the job.
+  { name: 'topk3%+int8+EF', codec: { codec: 'topk-int8', k: 0.03 }, ef: true },
   { name: 'topk10%+int8+EF', codec: { codec: 'topk-int8', k: 0.1 }, ef: true },
   { name: 'topk0.1%+int8+EF', codec: { codec: 'topk-int8', k: 0.001 }, ef: true },
   { name: 'topk1%+int8+EF+warmup', codec: { codec: 'topk-int8', k: 0.01 }, ef: true, warmupK: [0.04, 0.02] },
@@ -250,7 +253,7 @@ async function runDataset(name: string, train: Dataset, test: Dataset, clients: 
   const goals: Record<string, { ratio: number; deltaPoints: number; ratioGoal: number; lossGoal: number; pass: boolean }> = {};
   if (none) {
     for (const r of results) {
-      const g = r.arm === 'int8' ? GOALS.int8 : r.arm.startsWith('topk1%') ? GOALS.topk : undefined;
+      const g = r.arm === 'int8' ? GOALS.int8 : /^topk[13]%/.test(r.arm) ? GOALS.topk : undefined;
       if (!g) continue;
       const pass = r.ratio >= g.ratio && r.deltaPoints >= -g.loss;
       goals[r.arm] = { ratio: r.ratio, deltaPoints: r.deltaPoints, ratioGoal: g.ratio, lossGoal: g.loss, pass };

@@ -37,7 +37,7 @@ export function compileSchemas(): void {
 
 const PATTERN_HINTS: Record<string, string> = {
   'data.shard': 'must be "<index>/<count>", e.g. "3/10"',
-  'data.partition': 'must be "iid" or "dirichlet:<alpha>", e.g. "dirichlet:0.5"',
+  'data.partition': 'must be "iid", "dirichlet:<alpha>" (e.g. "dirichlet:0.5") or "owner"',
   'node.id': 'must be one MQTT topic level of at most 64 characters: no "+", "#", "/", white space or leading "$"',
   'fleet.name': 'must be one MQTT topic level of at most 64 characters: no "+", "#", "/", white space or leading "$"',
   'fleet.prefix': 'must be a topic prefix without "+", "#", white space, a leading "$" or a trailing "/"',
