@@ -58,7 +58,9 @@ describe('HostGuard under real load', () => {
       expect(res.busySeconds).toBeGreaterThan(1);
       // One busy worker thread is ~1/cores of the machine; a crowded machine gives it less.
       expect(s.own).toBeGreaterThan(0.15 * (2 / os.cpus().length));
-      expect(s.other).toBeLessThanOrEqual(s.total - s.own + 1e-9);
+      // Other = total − own, clamped at 0: the process's own CPU time and /proc/stat tick apart, so
+      // on an idle machine own can read a hair above total (seen in CI: −0.004).
+      expect(s.other).toBeCloseTo(Math.max(0, s.total - s.own), 9);
     } finally {
       await trainer.close();
     }
