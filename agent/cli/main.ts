@@ -196,7 +196,8 @@ export function buildCli(): Command {
       onSignals(() => broker.close());
     });
 
-  jobOptions(brokerOptions(program.command('aggregator').description('run the rounds of a federated job against a broker'), false))
+  jobOptions(brokerOptions(program.command('aggregator').description('run the rounds of a federated job against a broker'), false,
+    logLevelOption('log level (with --config: its logging.level, unless given here)')))
     .option('--config <file>', 'settings file (YAML or JSON; see `fedgate config schema --role aggregator`); flags given explicitly override it')
     .option('--min-clients <n>', 'nodes to wait for before each round', int(1), 1)
     .option('--wait <seconds>', 'how long to wait for --min-clients', int(0), 300)
