@@ -119,4 +119,44 @@ suite('the fleet ACL in mosquitto', { timeout: 60_000 }, () => {
     const off = await run('mosquitto_sub', [...op, '-t', `${base}/state`, '-C', '1', '-W', '10']);
     expect(JSON.parse(off.stdout)).toMatchObject({ online: false, node: 'gw-1', reason: 'shutdown' });
   });
+
+  const gw1 = (stateDir: string, extra: string[] = []) => startAgent(['--broker', broker.url, '--username', 'gw-1', '--node-id', 'gw-1', '--state-dir', stateDir, '--max-samples', '100', '--max-cpu-load', '1', '--log-level', 'info', ...extra], { FEDGATE_MQTT_PASSWORD: USERS['gw-1'] });
+
+  // Regression: the ACL let a node write its state but not read it back, so a second agent with its
+  // id went unnoticed: the two took each other's session over, again and again.
+  it('two agents with one node id under the ACL: the one started earlier stops with a clear error', async () => {
+    const first = gw1(mkdtempSync(path.join(tmpdir(), 'fg-gw-acl-a-')));
+    await first.waitForLog('agent started');
+    const second = gw1(mkdtempSync(path.join(tmpdir(), 'fg-gw-acl-b-')));
+    try {
+      await second.waitForLog('agent started');
+      expect((await first.exited).code).toBe(1);
+      expect(first.stderr()).toContain('fedgate: node id gw-1 is in use by another agent');
+    } finally {
+      first.kill('SIGKILL');
+      second.kill('SIGTERM');
+    }
+    expect(await second.exited).toEqual({ code: 0, signal: null });
+  });
+
+  // Regression: on MQTT 3.1.1 the broker drops what the ACL refuses without a word; an agent logged
+  // in under another node's name ran "fine" and was never seen by the aggregator.
+  it('a node id that is not its user name: the agent says the broker refuses its publishes, and why', async () => {
+    const wrong = startAgent(['--broker', broker.url, '--username', 'gw-1', '--node-id', 'gw-9', '--state-dir', mkdtempSync(path.join(tmpdir(), 'fg-gw-acl-w-')), '--max-samples', '100', '--max-cpu-load', '1', '--log-level', 'info'], { FEDGATE_MQTT_PASSWORD: USERS['gw-1'] });
+    try {
+      const line = await wrong.waitForLog("this node's state did not come back from the broker within 10 s: the broker seems to refuse its publishes (the project ACL lets user \"gw-1\" write only below node/gw-1/, and this node is \"gw-9\": use node.id gw-1, or log in as gw-9)", () => true, 20_000);
+      expect(line.level).toBe(50);
+    } finally {
+      wrong.kill('SIGKILL');
+    }
+    // The right pairing says nothing of the kind.
+    const right = gw1(mkdtempSync(path.join(tmpdir(), 'fg-gw-acl-r-')));
+    try {
+      await right.waitForLog('agent started');
+      await new Promise((r) => setTimeout(r, 11_000));
+      expect(right.lines.filter((l) => l.level >= 40)).toEqual([]);
+    } finally {
+      right.kill('SIGKILL');
+    }
+  });
 });

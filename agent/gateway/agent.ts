@@ -53,6 +53,8 @@ export class Agent {
   readonly bus = new GatewayBus();
   private link?: MqttLink;
   private service?: ServiceNotifier;
+  private birthSeen = false;
+  private birthCheck?: NodeJS.Timeout;
   private config: AgentConfig;
   private readonly features: Feature[] = [];
   private training?: TrainingFeature;
@@ -129,8 +131,10 @@ export class Agent {
     // clear error. What is retained at our first connection is history (e.g. our own previous run,
     // whose clock may even have been ahead on a gateway without a real-time clock) and is ignored.
     await this.link.subscribe(topics.nodeState(nodeId), (_t, payload, packet) => {
-      if (payload.length === 0 || (packet.retain && this.link!.connections <= 1)) return;
+      if (payload.length === 0) return;
       const other = JSON.parse(payload.toString()) as Partial<NodeState> & { instance?: string };
+      if (other.instance === this.instance && other.online) this.birthSeen = true;
+      if (packet.retain && this.link!.connections <= 1) return;
       if (other.node === nodeId && other.instance !== undefined && other.instance !== this.instance && typeof other.session === 'number' && other.session > this.session) {
         this.log.fatal({ node: nodeId, otherSession: other.session, mySession: this.session }, `node id ${nodeId} is in use by another agent started later; stopping this one`);
         // Silently: our offline state would overwrite the other agent's retained birth.
@@ -160,6 +164,16 @@ export class Agent {
     // Only now, with every subscription in place, does the node say it is online (a task sent before
     // the task subscription existed would be lost).
     this.link.announce();
+    // On MQTT 3.1.1 a broker drops a publish its ACL refuses without a word: the one sign is our own
+    // birth never coming back on the state topic we also subscribe to.
+    this.birthCheck = setTimeout(() => {
+      if (this.birthSeen || !this.link?.connected) return;
+      const user = cfg.broker.username;
+      this.log.error({ node: nodeId, username: user ?? null },
+        `this node's state did not come back from the broker within 10 s: the broker seems to refuse its publishes` +
+        (user !== undefined && user !== nodeId ? ` (the project ACL lets user "${user}" write only below node/${user}/, and this node is "${nodeId}": use node.id ${user}, or log in as ${nodeId})` : ' (check the broker ACL: the MQTT user name must be the node id)'));
+    }, 10_000);
+    this.birthCheck.unref();
     const every = 5000;
     this.heartbeat = setInterval(() => this.sendHeartbeat(), every);
     this.bus.on('busyChanged', () => this.sendHeartbeat());
@@ -209,6 +223,7 @@ export class Agent {
   /** Graceful stop: the running task is abandoned (its update, if written, stays in the outbox), offline is published, logs flushed. */
   async stop(opts: { clearState?: boolean; silent?: boolean } = {}): Promise<void> {
     this.service?.stopping(opts.clearState ? 'leaving the fleet' : 'shutting down');
+    clearTimeout(this.birthCheck);
     clearInterval(this.heartbeat);
     for (const f of [...this.features].reverse()) {
       try {
