@@ -12,6 +12,7 @@ import { Fleet, type NodeProfileSummary } from './fleet';
 import { loadCheckpoint, saveCheckpoint } from './checkpoint';
 import type { PlannedTask, RoundFailure, RoundPlan, Strategy } from './strategy';
 import { serviceNotifier, type ServiceNotifier } from '../service';
+import type { TlsMaterial } from '../transport';
 
 export interface Evaluation {
   loss: number;
@@ -61,6 +62,10 @@ export interface AggregatorOptions {
   username?: string;
   password?: string;
   maxPacketBytes?: number;
+  /** TLS material (an mqtts:// or wss:// URL), MQTT client id and protocol version. */
+  tls?: TlsMaterial;
+  clientId?: string;
+  protocolVersion?: 4 | 5;
   topics: Topics;
   spec: ModelSpec;
   initialParams: Float32Array;
@@ -180,9 +185,11 @@ export class Aggregator extends EventEmitter {
     const state = (online: boolean) => this.stateMessage(online);
     this.link = await MqttLink.connect({
       url: this.opts.url,
-      clientId: `fedgate-aggregator-${t.fleet}-${process.pid}`.slice(0, 64),
+      clientId: this.opts.clientId ?? `fedgate-aggregator-${t.fleet}-${process.pid}`.slice(0, 64),
       username: this.opts.username,
       password: this.opts.password,
+      tls: this.opts.tls,
+      protocolVersion: this.opts.protocolVersion,
       maxPacketBytes: this.opts.maxPacketBytes,
       stateTopic: t.aggregatorState,
       birth: () => state(true),

@@ -8,7 +8,7 @@ import { startEmbeddedBroker } from '../broker';
 import { addAgentCommand } from './commands/agent';
 import { Topics } from '../transport';
 import { simulate, runAggregatorJob, formatRound, loadShard, parseShard, parseDatasetName, simFleetName, checkOutput, type JobReport } from '../sim';
-import { brokerOptions, int, jobOptions, logLevelOption, positive } from './options';
+import { brokerOptions, int, jobOptions, logLevelOption, positive, tlsOptions } from './options';
 import { parseTierMix } from '../sim/tiers';
 import { femnistDir } from '../sim/datasets';
 import { femnistWriterCount, parsePartition } from '../data';
@@ -123,6 +123,8 @@ async function overlayConfigFile(o: Opts, cmd: Command): Promise<Opts> {
   };
   const fromFile: Opts = {
     broker: c.broker.url, username: c.broker.username, password: c.broker.password, maxPacketBytes: c.broker.maxPacketBytes,
+    tlsCa: c.broker.tls.ca, tlsCert: c.broker.tls.cert, tlsKey: c.broker.tls.key, tlsVerify: c.broker.tls.rejectUnauthorized,
+    clientId: c.broker.clientId, protocolVersion: c.broker.protocolVersion,
     prefix: c.fleet.prefix, fleet: c.fleet.name, logLevel: c.logging.level, dataset: c.data.dataset, dataDir: c.data.dataDir,
     hidden: c.model.hidden, rounds: c.job.rounds, clientsPerRound: c.job.clientsPerRound, minClients: c.job.minClients, wait: c.job.waitSeconds,
     epochs: c.job.epochs, batchSize: c.job.batchSize, lr: c.job.lr, deadline: c.job.deadlineSeconds, seed: c.job.seed, checkpoint: inState(c.job.checkpoint),
@@ -196,8 +198,10 @@ export function buildCli(): Command {
       onSignals(() => broker.close());
     });
 
-  jobOptions(brokerOptions(program.command('aggregator').description('run the rounds of a federated job against a broker'), false,
-    logLevelOption('log level (with --config: its logging.level, unless given here)')))
+  tlsOptions(jobOptions(brokerOptions(program.command('aggregator').description('run the rounds of a federated job against a broker'), false,
+    logLevelOption('log level (with --config: its logging.level, unless given here)'))))
+    .option('--client-id <id>', 'MQTT client id (default: fedgate-aggregator-<fleet>-<pid>)')
+    .addOption(new Option('--protocol-version <v>', 'MQTT protocol version').choices(['4', '5']).argParser((v) => Number(v)))
     .option('--config <file>', 'settings file (YAML or JSON; see `fedgate config schema --role aggregator`); flags given explicitly override it')
     .option('--min-clients <n>', 'nodes to wait for before each round', int(1), 1)
     .option('--wait <seconds>', 'how long to wait for --min-clients', int(0), 300)
@@ -218,7 +222,8 @@ export function buildCli(): Command {
       process.on('SIGINT', handler);
       process.on('SIGTERM', handler);
       try {
-        const report = await runAggregatorJob({ ...jobFrom(o), url: o.broker, minClients: o.minClients, waitForClientsSeconds: o.wait, signal: ctl.signal }, printRound(o.rounds));
+        const tls = { ca: o.tlsCa, cert: o.tlsCert, key: o.tlsKey, rejectUnauthorized: o.tlsVerify !== false };
+        const report = await runAggregatorJob({ ...jobFrom(o), url: o.broker, tls, clientId: o.clientId, protocolVersion: o.protocolVersion, minClients: o.minClients, waitForClientsSeconds: o.wait, signal: ctl.signal }, printRound(o.rounds));
         printSummary(report);
       } catch (err) {
         // Stopped on request: a clean exit (0, as systemd expects of a stop); the checkpoint keeps the whole rounds.

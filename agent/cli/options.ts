@@ -77,6 +77,15 @@ export function brokerOptions(cmd: Command, required: boolean, logLevel: Option 
     .addOption(logLevel);
 }
 
+/** TLS to the broker (an mqtts:// or wss:// URL): the settings broker.tls.* as flags. */
+export function tlsOptions(cmd: Command): Command {
+  return cmd
+    .option('--tls-ca <file>', 'PEM file of the CA that signed the broker\'s certificate (broker.tls.ca)')
+    .option('--tls-cert <file>', 'PEM client certificate (broker.tls.cert)')
+    .option('--tls-key <file>', 'PEM client key (broker.tls.key)')
+    .option('--no-tls-verify', 'accept a broker certificate that does not verify (broker.tls.rejectUnauthorized: false; tests only)');
+}
+
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 /** `--log-level`, default warn; `defaultLevel` null: no default of its own (the caller's settings give it, and `description` says how). */

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { Aggregator, BalancedStrategy, FedAvgStrategy, loadCheckpoint, type RoundRecord, type Strategy } from '../aggregator';
 import { chooseCodec, codecLabel } from '../compress';
 import { buildInferenceModel, initParams, paramCount, type ModelSpec } from '../model';
-import { Topics, type CodecChoice } from '../transport';
+import { Topics, loadTls, type CodecChoice, type TlsSettings } from '../transport';
 import { logger, type Logger } from '../log';
 import { writeFileAtomic } from '../state';
 import { createEvaluator } from './evaluator';
@@ -13,6 +13,10 @@ export interface JobOptions {
   url: string;
   username?: string;
   password?: string;
+  /** broker.tls.* (files are read before the job starts), MQTT client id and protocol version. */
+  tls?: TlsSettings;
+  clientId?: string;
+  protocolVersion?: 4 | 5;
   prefix: string;
   fleet: string;
   maxPacketBytes?: number;
@@ -65,6 +69,7 @@ export async function runAggregatorJob(opts: JobOptions, onRound: (r: RoundRecor
   const started = Date.now();
   const resume = resumes(opts);
   const done = await checkJobFiles(opts);
+  const tls = loadTls(opts.tls);
   if (done) return done;
   const test = loadSplit({ dataset: opts.dataset, dataDir: opts.dataDir }, 'test');
   const spec: ModelSpec = defaultSpec(test, opts.hidden);
@@ -76,6 +81,9 @@ export async function runAggregatorJob(opts: JobOptions, onRound: (r: RoundRecor
     url: opts.url,
     username: opts.username,
     password: opts.password,
+    tls,
+    clientId: opts.clientId,
+    protocolVersion: opts.protocolVersion,
     maxPacketBytes: opts.maxPacketBytes,
     topics: new Topics(opts.prefix, opts.fleet),
     spec,

@@ -4,3 +4,4 @@ export type { Frame, FrameMeta, Reassembled, ReassemblerOptions } from './frame'
 export { MqttLink, topicMatches, publishPacketBytes, backoffDelay, DEFAULT_MAX_PACKET_BYTES, DEFAULT_BACKOFF } from './link';
 export type { LinkOptions, MessageHandler, PublishOptions, BackoffOptions } from './link';
 export * from './messages';
+export { loadTls, permanentTlsFailure, type TlsSettings, type TlsMaterial } from './tls';

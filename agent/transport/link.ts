@@ -4,6 +4,7 @@ import type { Logger } from '../log';
 import { logger } from '../log';
 import { assertPublishTopic } from './topics';
 import { encodeFrames, type FrameKind, type FrameMeta } from './frame';
+import { permanentTlsFailure } from './tls';
 
 export const DEFAULT_MAX_PACKET_BYTES = 128 * 1024;
 
@@ -206,8 +207,11 @@ export class MqttLink extends EventEmitter {
         resolve(link);
       };
       const onError = (err: Error & { code?: unknown }) => {
-        // A refused CONNECT (bad credentials, not authorised) will not get better by retrying.
+        // A refused CONNECT (bad credentials, not authorised) will not get better by retrying,
+        // nor will a broker certificate that does not verify.
         if (typeof err.code === 'number' && err.code !== 0) fail(new Error(`the MQTT broker at ${opts.url} refused the connection: ${err.message}`));
+        const tls = permanentTlsFailure(err, opts.url);
+        if (tls) fail(new Error(tls));
       };
       client.once('connect', ok);
       client.on('error', onError);

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { Agent, restoredConfig } from '../../gateway';
 import { ConfigError, loadConfigFile, defaultConfig, envOverrides, mergeConfig, validateConfig, type AgentConfig } from '../../config';
@@ -7,7 +6,8 @@ import { loadCsvDataset, select, type Shard } from '../../data';
 import { loadShard, parseShard, parseDatasetName } from '../../sim';
 import { TIERS } from '../../sim/tiers';
 import { setLogLevel, logger } from '../../log';
-import { int, logLevelOption, positive } from '../options';
+import { loadTls } from '../../transport';
+import { int, logLevelOption, positive, tlsOptions } from '../options';
 
 type Opts = Record<string, any>;
 
@@ -23,7 +23,7 @@ function flagsToPartial(cmd: Command, o: Opts): Record<string, unknown> {
   };
   const map: [string, string][] = [
     ['broker', 'broker.url'], ['clientId', 'broker.clientId'], ['username', 'broker.username'], ['password', 'broker.password'], ['maxPacketBytes', 'broker.maxPacketBytes'],
-    ['protocolVersion', 'broker.protocolVersion'], ['prefix', 'fleet.prefix'], ['fleet', 'fleet.name'], ['logLevel', 'logging.level'],
+    ['protocolVersion', 'broker.protocolVersion'], ['tlsCa', 'broker.tls.ca'], ['tlsCert', 'broker.tls.cert'], ['tlsKey', 'broker.tls.key'], ['tlsVerify', 'broker.tls.rejectUnauthorized'], ['prefix', 'fleet.prefix'], ['fleet', 'fleet.name'], ['logLevel', 'logging.level'],
     ['nodeId', 'node.id'], ['dataset', 'data.dataset'], ['dataDir', 'data.dataDir'], ['shard', 'data.shard'], ['partition', 'data.partition'],
     ['seed', 'data.seed'], ['maxSamples', 'data.maxSamples'], ['threads', 'training.threads'], ['maxCpuLoad', 'training.maxCpuLoad'], ['stateDir', 'stateDir'],
   ];
@@ -69,7 +69,7 @@ function watchParent(gone: () => void): void {
 export function addAgentCommand(program: Command, brokerOptions: (cmd: Command, required: boolean, logLevel?: Option) => Command): void {
   // No default of its own: the agent logs at its logging.level setting (default info), which a given flag overrides.
   const logLevel = logLevelOption('log level (default: logging.level of --config or $FEDGATE_LOG_LEVEL, else info)', null);
-  const cmd = brokerOptions(program.command('agent').description('run one gateway agent: trains on its local data when the aggregator asks'), false, logLevel)
+  const cmd = tlsOptions(brokerOptions(program.command('agent').description('run one gateway agent: trains on its local data when the aggregator asks'), false, logLevel))
     .option('--config <file>', 'settings file (YAML or JSON; see `fedgate config schema --role agent`); flags override it')
     .option('--node-id <id>', 'this gateway\'s id (one topic level: no + # / or leading $); default: generated once and kept in the state directory')
     .option('--dataset <name>', 'mnist, femnist or csv')
@@ -104,11 +104,10 @@ export function addAgentCommand(program: Command, brokerOptions: (cmd: Command, 
       const { id, source } = await state.nodeId(cfg.node.id);
       // The data settings as the agent will run with them: with any applied over MQTT before the last restart.
       const data = await loadAgentData((await restoredConfig(cfg, state)).config);
-      const tls = cfg.broker.tls;
       const agent = new Agent({
         config: cfg, nodeId: id, data, state, profile: o.profile, session: await state.nextSession(),
         emulation: o.tier ? { tier: TIERS[o.tier], timeScale: o.timeScale } : undefined,
-        tls: { ca: tls.ca ? readFileSync(tls.ca) : undefined, cert: tls.cert ? readFileSync(tls.cert) : undefined, key: tls.key ? readFileSync(tls.key) : undefined },
+        tls: loadTls(cfg.broker.tls),
       });
       let stopping = false;
       const stop = (signal: string) => {
