@@ -10,7 +10,7 @@ const spec = mlp(4, [3], 2);
 const topics = new Topics('fedgate', 'inputs');
 
 /** A hand-driven node: announces itself, hands every task it receives to `onTask`. */
-async function fakeNode(url: string, id: string, onTask: (task: TaskMessage, c: mqtt.MqttClient) => Promise<void>) {
+async function fakeNode(url: string, id: string, onTask: (task: TaskMessage, c: mqtt.MqttClient) => Promise<void>, state: Record<string, unknown> = {}) {
   const c = await mqtt.connectAsync(url, { clientId: id });
   const r = new Reassembler();
   c.on('message', (_t, payload) => {
@@ -18,7 +18,7 @@ async function fakeNode(url: string, id: string, onTask: (task: TaskMessage, c: 
     if (whole) void onTask(whole.meta as unknown as TaskMessage, c);
   });
   await c.subscribeAsync(topics.nodeTask(id), { qos: 1 });
-  await c.publishAsync(topics.nodeState(id), JSON.stringify({ online: true, node: id, session: 1, samples: 100, ts: Date.now() }), { qos: 1, retain: true });
+  await c.publishAsync(topics.nodeState(id), JSON.stringify({ online: true, node: id, session: 1, samples: 100, ts: Date.now(), ...state }), { qos: 1, retain: true });
   // The retained state is history to an aggregator that subscribes later; a heartbeat says the node is here.
   const beat = () => c.publishAsync(topics.nodeHeartbeat(id), JSON.stringify({ node: id, session: 1, ts: Date.now() }), { qos: 0 }).catch(() => undefined);
   const timer = setInterval(beat, 200);
@@ -70,6 +70,40 @@ describe('the aggregator facing bad and repeated input', () => {
       expect(r.failures).toEqual([{ node: 'gw-nan', reason: 'update rejected: corrupt payload: value is not finite', elapsedSeconds: expect.any(Number) }]);
       // FedAvg of the one good update, counted once: exactly global + delta.
       expect(Array.from(res.params)).toEqual(Array.from(initial.map((x, i) => Math.fround(x + delta[i]))));
+    } finally {
+      await agg.stop();
+      await Promise.all(clients.map((c) => c.endAsync()));
+    }
+  }, 30_000);
+
+  // Regression: a gateway holding other data (a CSV of 3 columns, labels past the model's classes)
+  // was sent every task, failed each ("setData: x has … values"), and the job ended "no gateway took
+  // part: check --broker, --prefix and --fleet".
+  it('leaves out, with the reason, nodes whose data does not fit the model; counts only fitting ones towards minClients', async () => {
+    const initial = initParams(spec, 1);
+    const delta = Float32Array.from({ length: initial.length }, () => 0.01);
+    const asked: string[] = [];
+    const send = (id: string) => async (task: TaskMessage, c: mqtt.MqttClient) => {
+      asked.push(id);
+      for (const f of updateFrames(task, id, delta)) await c.publishAsync(topics.nodeUpdate(id), f, { qos: 1 });
+    };
+    const clients = [
+      await fakeNode(broker.url, 'gw-fits', send('gw-fits'), { features: 4, labels: 2 }),
+      await fakeNode(broker.url, 'gw-csv', send('gw-csv'), { features: 3, labels: 2 }),
+      await fakeNode(broker.url, 'gw-classes', send('gw-classes'), { features: 4, labels: 5 }),
+    ];
+    const agg = new Aggregator({
+      url: broker.url, topics, spec, initialParams: initial, rounds: 1, minClients: 2, waitForClientsSeconds: 2, seed: 1, graceSeconds: 1,
+      strategy: new FedAvgStrategy({ clientsPerRound: 0, epochs: 1, batchSize: 10, lr: 0.1, codec: { codec: 'none' }, deadlineSeconds: 5, seed: 1 }),
+    });
+    try {
+      const r = (await agg.run()).rounds[0];
+      expect(r).toMatchObject({ participants: 1, selected: 1 });
+      expect(asked).toEqual(['gw-fits']);
+      expect(r.skipped).toEqual(expect.arrayContaining([
+        { node: 'gw-csv', reason: 'its data has 3 values a row; the model takes 4' },
+        { node: 'gw-classes', reason: 'its labels go up to 4; the model has 2 classes' },
+      ]));
     } finally {
       await agg.stop();
       await Promise.all(clients.map((c) => c.endAsync()));

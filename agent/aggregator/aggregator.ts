@@ -8,7 +8,7 @@ import {
 } from '../transport';
 import { type ClientUpdate } from './fedavg';
 import { checkUpdate, UpdateRejected } from './validate';
-import { Fleet, type NodeProfileSummary } from './fleet';
+import { Fleet, type NodeInfo, type NodeProfileSummary } from './fleet';
 import { loadCheckpoint, saveCheckpoint } from './checkpoint';
 import type { PlannedTask, RoundFailure, RoundPlan, Strategy } from './strategy';
 import { serviceNotifier, type ServiceNotifier } from '../service';
@@ -159,6 +159,7 @@ export class Aggregator extends EventEmitter {
   private stopping = false;
   private readonly session = Date.now();
   private service?: ServiceNotifier;
+  private readonly misfitsSaid = new Set<string>();
   /** Who was asked in the last few rounds, to check late updates. */
   private readonly recentRounds = new Map<number, { selected: Set<string>; sentAt: Map<string, number>; batch: Map<string, number> }>();
   private lateUpdates: ClientUpdate[] = [];
@@ -281,7 +282,7 @@ export class Aggregator extends EventEmitter {
 
   private async waitForClients(): Promise<void> {
     const deadline = Date.now() + this.opts.waitForClientsSeconds * 1000;
-    while (this.fleet.live().filter((n) => n.samples > 0).length < this.opts.minClients && !this.stopping) {
+    while (this.fleet.live().filter((n) => n.samples > 0 && !this.misfit(n)).length < this.opts.minClients && !this.stopping) {
       if (Date.now() > deadline) {
         this.log.warn({ live: this.fleet.live().length, want: this.opts.minClients }, 'not enough nodes online; running the round with those there are');
         return;
@@ -293,7 +294,13 @@ export class Aggregator extends EventEmitter {
   private async runRound(round: number): Promise<RoundRecord> {
     await this.waitForClients();
     const started = Date.now();
-    const plan = this.opts.strategy.plan(round, this.fleet.live());
+    const live = this.fleet.live();
+    const misfits = live.flatMap((n) => {
+      const reason = this.misfit(n);
+      return reason ? [{ node: n.id, reason }] : [];
+    });
+    const plan = this.opts.strategy.plan(round, live.filter((n) => !this.misfit(n)));
+    if (misfits.length) plan.skipped = [...(plan.skipped ?? []), ...misfits];
     const open = new OpenRound(round, plan, this.params.length);
     this.current = open;
     this.recentRounds.set(round, { selected: open.selected, sentAt: open.sentAt, batch: new Map(plan.tasks.map((t) => [t.node, t.batchSize])) });
@@ -380,6 +387,24 @@ export class Aggregator extends EventEmitter {
   }
 
   /** Nodes the fleet knows that were not offered to the strategy: offline, or silent for too long. */
+  /**
+   * Why a node's data cannot train this job's model (another data set or feature count, labels
+   * beyond its classes), or undefined. Said once per node at warn: it is a configuration mistake,
+   * and every task sent there would fail.
+   */
+  private misfit(n: NodeInfo): string | undefined {
+    const spec = this.opts.spec;
+    const classes = spec.layers[spec.layers.length - 1].units;
+    let reason: string | undefined;
+    if (n.features !== undefined && n.features !== spec.inputSize) reason = `its data has ${n.features} values a row; the model takes ${spec.inputSize}`;
+    else if (n.labels !== undefined && n.labels > classes) reason = `its labels go up to ${n.labels - 1}; the model has ${classes} classes`;
+    if (reason && !this.misfitsSaid.has(n.id)) {
+      this.misfitsSaid.add(n.id);
+      this.log.warn({ node: n.id, reason }, 'node left out: its data does not fit this job\'s model');
+    }
+    return reason;
+  }
+
   private notLive(): { node: string; reason: string }[] {
     return this.fleet.all().filter((n) => !this.fleet.isLive(n)).map((n) => ({ node: n.id, reason: n.online ? 'no heartbeat lately' : 'offline' }));
   }

@@ -18,6 +18,9 @@ export interface NodeInfo {
   online: boolean;
   session: number;
   samples: number;
+  /** Shape of the node's data, when it says (see NodeState). */
+  features?: number;
+  labels?: number;
   backend?: string;
   busy: boolean;
   profile?: NodeProfileSummary;
@@ -48,6 +51,8 @@ export class Fleet extends EventEmitter {
       online: state.online,
       session: state.session,
       samples: state.samples ?? known?.samples ?? 0,
+      features: state.features ?? known?.features,
+      labels: state.labels ?? known?.labels,
       backend: state.backend ?? known?.backend,
       busy: false,
       profile: known?.profile,

@@ -88,7 +88,7 @@ export class Agent {
   private birth(online: boolean): NodeState {
     const c = this.config.compression;
     return {
-      online, node: this.opts.nodeId, session: this.session, version: VERSION, samples: this.opts.data.n, backend: compressBackend,
+      online, node: this.opts.nodeId, session: this.session, version: VERSION, samples: this.opts.data.n, ...this.dataShape(), backend: compressBackend,
       ...(c.codec ? { codec: { codec: c.codec, ...(c.k !== undefined ? { k: c.k } : {}), ...(c.blockSize !== undefined ? { blockSize: c.blockSize } : {}), ...(c.stochastic !== undefined ? { stochastic: c.stochastic } : {}) } } : {}),
       instance: this.instance,
       ts: Date.now(),
@@ -179,6 +179,15 @@ export class Agent {
     this.bus.on('busyChanged', () => this.sendHeartbeat());
     this.log.info({ samples: this.opts.data.n, compress: compressBackend, stateDir: this.opts.state?.dir }, 'agent started');
     this.service.status(`node ${nodeId} of fleet ${cfg.fleet.name}, ${this.opts.data.n} samples`);
+  }
+
+  /** Values per row and labels held (largest + 1), so the aggregator can leave out data its model cannot take. */
+  private dataShape(): { features?: number; labels?: number } {
+    const { x, labels, n } = this.opts.data;
+    if (n === 0) return {};
+    let max = 0;
+    for (let i = 0; i < labels.length; i++) if (labels[i] > max) max = labels[i];
+    return { features: x.length / n, labels: max + 1 };
   }
 
   /** Busy = paused by the operator or by the host guard: the aggregator leaves a busy node out. */

@@ -21,6 +21,9 @@ export interface NodeState {
   session: number;
   version?: string;
   samples?: number;
+  /** Values per row of the node's data, and how many labels it can hold (its largest + 1): the aggregator leaves out a node whose data does not fit the job's model. */
+  features?: number;
+  labels?: number;
   backend?: string;
   /** A codec pinned by the node's own configuration; the aggregator honours it. */
   codec?: CodecChoice;
@@ -89,7 +92,7 @@ const schemas = {
   nodeState: {
     type: 'object',
     required: ['online', 'node', 'session', 'ts'],
-    properties: { online: { type: 'boolean' }, node: { type: 'string', minLength: 1 }, session: { type: 'number' }, version: { type: 'string' }, samples: int(), backend: { type: 'string' }, codec: codecChoice, instance: { type: 'string' }, ts: { type: 'number' } },
+    properties: { online: { type: 'boolean' }, node: { type: 'string', minLength: 1 }, session: { type: 'number' }, version: { type: 'string' }, samples: int(), features: int(), labels: int(), backend: { type: 'string' }, codec: codecChoice, instance: { type: 'string' }, ts: { type: 'number' } },
   },
   heartbeat: {
     type: 'object',
