@@ -118,6 +118,21 @@ describe('CSV and LEAF JSON loaders on files written by the test', () => {
     await expect(loadCsvDataset(truncated, { label: 'state' })).rejects.toThrow(/unexpected end of file/);
   });
 
+  // Regressions: an agent's CSV with the default owner column read it as a feature ("dev-a" is not a
+  // number) unless one owner was asked for; 1e39 passed the finiteness check and trained as Infinity.
+  it('keeps an owner column out of the features where it is present (ownerOptional), and refuses values beyond float32', async () => {
+    const owned = write('owned.csv', 'owner,t,label\ndev-a,1.5,0\ndev-b,2.5,1\n');
+    const ds = await loadCsvDataset(owned, { label: 'label', owner: 'owner', ownerOptional: true });
+    expect(ds).toMatchObject({ n: 2, features: 1, featureNames: ['t'], ownerNames: ['dev-a', 'dev-b'] });
+    const plain = write('plain.csv', 't,label\n1.5,0\n');
+    const unowned = await loadCsvDataset(plain, { label: 'label', owner: 'owner', ownerOptional: true });
+    expect(unowned).toMatchObject({ n: 1, features: 1 });
+    expect(unowned.owners).toBeUndefined();
+    await expect(loadCsvDataset(plain, { label: 'label', owner: 'owner' })).rejects.toThrow(/no owner column "owner" \(columns: t, label\)/);
+    const huge = write('huge.csv', 't,label\n1e39,0\n');
+    await expect(loadCsvDataset(huge, { label: 'label' })).rejects.toThrow(`${huge}: line 2, column t: "1e39" is beyond the float32 range (±3.4e38)`);
+  });
+
   it('reads LEAF JSON from a file or a folder, keeping users as owners', () => {
     const leaf = (users: string[], rows: Record<string, { x: number[][]; y: number[] }>) =>
       JSON.stringify({ users, num_samples: users.map((u) => rows[u].y.length), user_data: rows });

@@ -122,11 +122,15 @@ export async function readCsvRecords(file: string, onRecord: (record: CsvRecord)
 /** Values read as "missing" by default (after trimming whitespace). */
 export const DEFAULT_MISSING_VALUES: readonly string[] = ['', 'NA', 'N/A', 'NaN', 'nan', 'null', 'NULL', 'None', '?'];
 
+const FLOAT32_MAX = 3.4028234663852886e38;
+
 export interface CsvDatasetOptions {
   /** Column holding the class of each row. */
   label: string;
   /** Column naming the device or user that owns each row (becomes `owners`/`ownerNames`). */
   owner?: string;
+  /** A file without the owner column is fine (the column is only kept out of the features where present). */
+  ownerOptional?: boolean;
   /** Feature columns, in this order; default: every column except the label and owner columns. */
   features?: string[];
   /**
@@ -239,7 +243,7 @@ export async function loadCsvDataset(file: string, opts: CsvDatasetOptions): Pro
         return index;
       };
       labelColumn = column(opts.label, 'label');
-      ownerColumn = opts.owner === undefined ? -1 : column(opts.owner, 'owner');
+      ownerColumn = opts.owner === undefined || (opts.ownerOptional && !header.includes(opts.owner)) ? -1 : column(opts.owner, 'owner');
       featureNames = opts.features ?? header.filter((_, i) => i !== labelColumn && i !== ownerColumn);
       featureColumns = featureNames.map((name) => column(name, 'feature'));
       if (featureColumns.length === 0) throw new Error(`${file}: no feature columns`);
@@ -266,6 +270,8 @@ export async function loadCsvDataset(file: string, opts: CsvDatasetOptions): Pro
       }
       const value = Number(text);
       if (!Number.isFinite(value)) throw new Error(`${file}: line ${line}, column ${featureNames[f]}: ${JSON.stringify(text)} is not a number (nor a missing value)`);
+      // Values become float32: beyond its range they would train as Infinity.
+      if (Math.abs(value) > FLOAT32_MAX) throw new Error(`${file}: line ${line}, column ${featureNames[f]}: ${JSON.stringify(text)} is beyond the float32 range (±3.4e38)`);
       rowValues[f] = value;
     }
     if (rowHasMissing && policy === 'drop') {

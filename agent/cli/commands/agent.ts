@@ -35,7 +35,8 @@ function flagsToPartial(cmd: Command, o: Opts): Record<string, unknown> {
 export async function loadAgentData(cfg: AgentConfig): Promise<Shard> {
   const d = cfg.data;
   if (d.dataset === 'csv') {
-    const ds = await loadCsvDataset(d.csv.file!, { label: d.csv.labelColumn, owner: d.csv.owner !== undefined ? d.csv.ownerColumn : undefined });
+    // The owner column is never a feature; a file without one is fine unless an owner is asked for.
+    const ds = await loadCsvDataset(d.csv.file!, { label: d.csv.labelColumn, owner: d.csv.ownerColumn, ownerOptional: d.csv.owner === undefined });
     let rows = Uint32Array.from({ length: ds.n }, (_, i) => i);
     if (d.csv.owner !== undefined) {
       const owner = ds.ownerNames?.indexOf(d.csv.owner) ?? -1;
