@@ -294,12 +294,14 @@ export class Aggregator extends EventEmitter {
   private async runRound(round: number): Promise<RoundRecord> {
     await this.waitForClients();
     const started = Date.now();
-    const live = this.fleet.live();
-    const misfits = live.flatMap((n) => {
+    const fitting: NodeInfo[] = [];
+    const misfits: { node: string; reason: string }[] = [];
+    for (const n of this.fleet.live()) {
       const reason = this.misfit(n);
-      return reason ? [{ node: n.id, reason }] : [];
-    });
-    const plan = this.opts.strategy.plan(round, live.filter((n) => !this.misfit(n)));
+      if (reason) misfits.push({ node: n.id, reason });
+      else fitting.push(n);
+    }
+    const plan = this.opts.strategy.plan(round, fitting);
     if (misfits.length) plan.skipped = [...(plan.skipped ?? []), ...misfits];
     const open = new OpenRound(round, plan, this.params.length);
     this.current = open;

@@ -71,17 +71,19 @@ function onSignals(stop: () => Promise<void>): void {
 
 /**
  * SIGINT/SIGTERM abort the run: the caller cleans up (gateways, broker, temporary state) and the
- * process exits 128 + the signal's number, as a shell expects. A second signal exits at once (the
- * gateways still notice: their IPC channel closes).
+ * process exits `stoppedCode` (default 128 + the signal's number, as a shell expects). A second
+ * signal exits at once (the gateways still notice: their IPC channel closes).
  */
-function abortOnSignals(): { signal: AbortSignal; exitIfStopped(err: unknown): never } {
+function abortOnSignals(o: { stoppedCode?: number; say?: (signal: NodeJS.Signals) => void } = {}): { signal: AbortSignal; exitIfStopped(err: unknown): never } {
   const ctl = new AbortController();
   let received: NodeJS.Signals | undefined;
-  const code = () => 128 + osConstants.signals[received!];
+  const signalCode = () => 128 + osConstants.signals[received!];
+  const code = () => o.stoppedCode ?? signalCode();
+  const say = o.say ?? ((signal: NodeJS.Signals) => process.stderr.write(`fedgate: ${signal}: stopping\n`));
   const handler = (signal: NodeJS.Signals) => {
-    if (received) process.exit(code());
+    if (received) process.exit(signalCode());
     received = signal;
-    process.stderr.write(`fedgate: ${signal}: stopping\n`);
+    say(signal);
     ctl.abort();
   };
   process.on('SIGINT', handler);
@@ -211,25 +213,12 @@ export function buildCli(): Command {
       // SIGINT/SIGTERM end the job through its abort signal, so it winds down (the evaluator's ONNX
       // Runtime worker finishes its run and closes) before the process exits: exiting while that
       // worker was inside session.run aborted the process (exit 134, a core dump under systemd).
-      const ctl = new AbortController();
-      let stopping = false;
-      const handler = (signal: NodeJS.Signals) => {
-        if (stopping) process.exit(130);
-        stopping = true;
-        logger('cli').info({ signal }, 'stopping');
-        ctl.abort();
-      };
-      process.on('SIGINT', handler);
-      process.on('SIGTERM', handler);
-      try {
-        const tls = { ca: o.tlsCa, cert: o.tlsCert, key: o.tlsKey, rejectUnauthorized: o.tlsVerify !== false };
-        const report = await runAggregatorJob({ ...jobFrom(o), url: o.broker, tls, clientId: o.clientId, protocolVersion: o.protocolVersion, minClients: o.minClients, waitForClientsSeconds: o.wait, signal: ctl.signal }, printRound(o.rounds));
-        printSummary(report);
-      } catch (err) {
-        // Stopped on request: a clean exit (0, as systemd expects of a stop); the checkpoint keeps the whole rounds.
-        if (stopping) process.exit(0);
-        throw err;
-      }
+      // A requested stop exits 0, as systemd expects; the checkpoint keeps the whole rounds.
+      const stop = abortOnSignals({ stoppedCode: 0, say: (signal) => logger('cli').info({ signal }, 'stopping') });
+      const tls = { ca: o.tlsCa, cert: o.tlsCert, key: o.tlsKey, rejectUnauthorized: o.tlsVerify !== false };
+      const report = await runAggregatorJob({ ...jobFrom(o), url: o.broker, tls, clientId: o.clientId, protocolVersion: o.protocolVersion, minClients: o.minClients, waitForClientsSeconds: o.wait, signal: stop.signal }, printRound(o.rounds))
+        .catch((err) => stop.exitIfStopped(err));
+      printSummary(report);
     });
 
   addAgentCommand(program, brokerOptions);

@@ -54,6 +54,8 @@ export class Agent {
   private link?: MqttLink;
   private service?: ServiceNotifier;
   private birthSeen = false;
+  /** dataShape(), computed once: the data does not change while the agent runs. */
+  private shape?: { features?: number; labels?: number };
   private birthCheck?: NodeJS.Timeout;
   private config: AgentConfig;
   private readonly features: Feature[] = [];
@@ -183,11 +185,12 @@ export class Agent {
 
   /** Values per row and labels held (largest + 1), so the aggregator can leave out data its model cannot take. */
   private dataShape(): { features?: number; labels?: number } {
+    if (this.shape) return this.shape;
     const { x, labels, n } = this.opts.data;
-    if (n === 0) return {};
+    if (n === 0) return (this.shape = {});
     let max = 0;
     for (let i = 0; i < labels.length; i++) if (labels[i] > max) max = labels[i];
-    return { features: x.length / n, labels: max + 1 };
+    return (this.shape = { features: x.length / n, labels: max + 1 });
   }
 
   /** Busy = paused by the operator or by the host guard: the aggregator leaves a busy node out. */

@@ -213,15 +213,15 @@ export function checkOutput(option: string, file: string): void {
   }
 }
 
-/**
- * Checks every file of a job before any work starts (outputs writable, the checkpoint not
- * overwritten by mistake); returns the report to give when `resume` finds the job already done.
- */
 /** Whether the job continues from its checkpoint: `resume` 'auto' does when the file exists. */
 export function resumes(opts: Pick<JobOptions, 'checkpoint' | 'resume'>): boolean {
   return opts.resume === 'auto' ? opts.checkpoint !== undefined && existsSync(opts.checkpoint) : opts.resume === true;
 }
 
+/**
+ * Checks every file of a job before any work starts (outputs writable, the checkpoint not
+ * overwritten by mistake); returns the report to give when `resume` finds the job already done.
+ */
 export async function checkJobFiles(all: Pick<JobOptions, 'report' | 'modelOut' | 'checkpoint' | 'resume' | 'fresh' | 'rounds'>): Promise<JobReport | undefined> {
   const opts = { ...all, resume: resumes(all) };
   if (opts.report) checkOutput('--report', opts.report);
