@@ -4,7 +4,7 @@
   #   -O3                 vectorizes the block loops (baseline SSE2 / NEON only)
   #   -ffp-contract=off   no fused multiply-add: a*b+c must round twice, as in JavaScript
   #   no -ffast-math      it would drop NaN/Inf checks and reassociate the rounding trick
-  #   no -march=native    the binary must run on every CPU of the same architecture
+  #   no host-tuned -march/-mtune flag: the binary must run on every CPU of its architecture
   # C++ exceptions: node-addon-api's `node_addon_api_except_all` target turns a thrown
   # Napi::Error *and* any std::exception (std::bad_alloc on a huge tensor) into a JS exception
   # instead of std::terminate under -fno-exceptions.

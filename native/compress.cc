@@ -126,7 +126,7 @@ inline uint32_t noise(uint32_t key, uint32_t i) { return lowbias32((i * 0x9e3779
 //
 // The kernels are written so that GCC/Clang vectorize them at -O3 for the baseline ISA (SSE2,
 // NEON): no branches, restrict pointers, integer floor. On x86-64 the same source is compiled a
-// second time for AVX2 and picked at run time (never -march=native: the binary runs on any
+// second time for AVX2 and picked at run time (never a host-tuned -march: the binary runs on any
 // x86-64); both paths do the same IEEE operations, so the bytes do not depend on the CPU.
 #define FG_KERNEL inline __attribute__((always_inline))
 

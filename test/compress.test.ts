@@ -1,5 +1,6 @@
-import { mkdtempSync, readdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import * as path from 'node:path';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import {
@@ -386,5 +387,22 @@ describe('ErrorFeedback persistence', () => {
     nan.writeFloatLE(NaN, 16);
     writeFileSync(file, nan);
     await expect(ErrorFeedback.load(file, 10)).rejects.toThrow(/non-finite/);
+  });
+});
+
+// The addon must run on every CPU of its architecture: no host-tuned flag in binding.gyp or in the
+// flags node-gyp actually compiled it with (AVX2 kernels are picked at run time instead).
+describe('native build flags', () => {
+  const root = path.resolve(__dirname, '..');
+  const hostTuned = /-m(arch|tune|cpu)=native|-march=/;
+  it('binding.gyp and the generated makefile carry no -march/-mtune, and keep -O3 -ffp-contract=off', () => {
+    const gypFlags = readFileSync(path.join(root, 'binding.gyp'), 'utf8').split('\n').filter((l) => !l.trim().startsWith('#')).join('\n');
+    expect(gypFlags).not.toMatch(hostTuned);
+    const mk = path.join(root, 'build', 'fedgate_compress.target.mk');
+    if (!existsSync(mk)) return; // not built here (no compiler): the TypeScript fallback is in use
+    const flags = readFileSync(mk, 'utf8');
+    expect(flags).not.toMatch(hostTuned);
+    expect(flags).toContain('-O3');
+    expect(flags).toContain('-ffp-contract=off');
   });
 });
