@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mqtt from 'mqtt';
+import pino from 'pino';
 import { Aggregator, FedAvgStrategy } from '../agent/aggregator';
 import { encode } from '../agent/compress';
 import { mlp, initParams } from '../agent/model';
@@ -142,6 +143,37 @@ describe('the aggregator facing bad and repeated input', () => {
     } finally {
       await agg.stop();
       await Promise.all(clients.map((c) => c.endAsync()));
+    }
+  }, 30_000);
+
+  // Regression: stopped while waiting for nodes, the aggregator still opened the round and published
+  // its state on the closing link: warn "aggregator state not published" (client disconnecting).
+  it('stopped while waiting for nodes, opens no round, sends no task and warns of nothing', async () => {
+    const lines: { level: number; msg: string }[] = [];
+    const sink = { write: (line: string) => void lines.push(JSON.parse(line)) };
+    const own = new Topics('fedgate', 'inputs-stop');
+    const watcher = await mqtt.connectAsync(broker.url, { clientId: 'watcher' });
+    const seen: string[] = [];
+    watcher.on('message', (topic, payload) => seen.push(topic === own.aggregatorState ? `state online=${JSON.parse(payload.toString()).online}` : topic));
+    await watcher.subscribeAsync(`${own.base}/#`, { qos: 1 });
+    const agg = new Aggregator({
+      url: broker.url, topics: own, spec, initialParams: initParams(spec, 1), rounds: 3, minClients: 1, waitForClientsSeconds: 30, seed: 1,
+      strategy: new FedAvgStrategy({ clientsPerRound: 0, epochs: 1, batchSize: 10, lr: 0.1, codec: { codec: 'none' }, deadlineSeconds: 5, seed: 1 }),
+      log: pino({ level: 'debug' }, sink),
+    });
+    try {
+      const run = agg.run();
+      await new Promise((r) => setTimeout(r, 500));
+      await agg.stop();
+      const res = await run;
+      expect(res.rounds).toEqual([]);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(lines.filter((l) => l.level >= 40)).toEqual([]);
+      // Online once at start, offline at the stop; nothing in between, no task.
+      expect(seen).toEqual(['state online=true', 'state online=false']);
+    } finally {
+      await agg.stop();
+      await watcher.endAsync();
     }
   }, 30_000);
 });

@@ -244,6 +244,8 @@ export class Aggregator extends EventEmitter {
     for (let round = first; round <= this.opts.rounds && !this.stopping; round++) {
       this.service.status(`round ${round} of ${this.opts.rounds}`);
       const before = this.params;
+      await this.waitForClients();
+      if (this.stopping) break;
       const record = await this.runRound(round);
       if (this.stopping) {
         // Cut short by a shutdown: not a round. The model and the checkpoint stay as the last
@@ -276,6 +278,8 @@ export class Aggregator extends EventEmitter {
   }
 
   private publishState(): void {
+    // Once stopping, the link is closing and publishes the final (offline) state itself.
+    if (this.stopping) return;
     this.link?.publishJson(this.opts.topics.aggregatorState, this.stateMessage(true), { retain: true })
       .catch((err) => this.log.warn({ err: (err as Error).message }, 'aggregator state not published'));
   }
@@ -292,7 +296,6 @@ export class Aggregator extends EventEmitter {
   }
 
   private async runRound(round: number): Promise<RoundRecord> {
-    await this.waitForClients();
     const started = Date.now();
     const fitting: NodeInfo[] = [];
     const misfits: { node: string; reason: string }[] = [];
