@@ -162,6 +162,15 @@ describe('simulate on a shared broker', () => {
         expect(r.child.exitCode).toBe(null);
         expect(r.out.stderr).toBe('');
       }
+      // Regression: every run left its aggregator state and its gateways' states and profiles
+      // retained on the shared broker. A fresh subscriber now gets nothing for the sim fleet.
+      const late = await mqtt.connectAsync(broker.url);
+      const leftovers: string[] = [];
+      late.on('message', (topic) => leftovers.push(topic));
+      await late.subscribeAsync(`fedgate/${report.config.fleet}/#`, { qos: 1 });
+      await new Promise((r) => setTimeout(r, 500));
+      await late.endAsync();
+      expect(leftovers).toEqual([]);
     } finally {
       await watcher.endAsync();
       for (const r of real) r.child.kill('SIGTERM');

@@ -6,7 +6,9 @@ import * as path from 'node:path';
 import type { DeviceTier } from './tiers';
 import { parsePartition } from '../data';
 import { startEmbeddedBroker, type EmbeddedBroker } from '../broker';
-import { logger } from '../log';
+import mqtt from 'mqtt';
+import { logger, type Logger } from '../log';
+import { Topics } from '../transport';
 import { checkJobFiles, runAggregatorJob, type JobOptions, type JobReport } from './job';
 import type { RoundRecord } from '../aggregator';
 
@@ -109,8 +111,28 @@ export async function simulate(opts: SimulateOptions, onRound: (r: RoundRecord) 
     return report;
   } finally {
     await Promise.all(children.map((c) => stopChild(c, exited)));
+    if (opts.broker) await clearRetained(opts, log);
     await broker?.close();
     rmSync(stateRoot, { recursive: true, force: true });
+  }
+}
+
+/**
+ * On a shared broker, the simulated fleet's retained topics (its aggregator's state, its gateways'
+ * offline states and profiles) would outlive it, one set per run: cleared once everyone is gone.
+ */
+async function clearRetained(opts: SimulateOptions, log: Logger): Promise<void> {
+  const topics = new Topics(opts.prefix, opts.fleet);
+  const retained = [topics.aggregatorState];
+  for (let i = 0; i < opts.clients; i++) retained.push(topics.nodeState(nodeIdFor(i, opts.clients)), topics.nodeProfile(nodeIdFor(i, opts.clients)));
+  let client: mqtt.MqttClient | undefined;
+  try {
+    client = await mqtt.connectAsync(opts.broker!, { username: opts.username, password: opts.password, reconnectPeriod: 0, connectTimeout: 5000 });
+    await Promise.all(retained.map((t) => client!.publishAsync(t, '', { qos: 1, retain: true })));
+  } catch (err) {
+    log.warn({ err: (err as Error).message, fleet: topics.base }, 'retained state of the simulated fleet not cleared');
+  } finally {
+    await client?.endAsync().catch(() => undefined);
   }
 }
 
