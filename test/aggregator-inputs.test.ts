@@ -176,4 +176,49 @@ describe('the aggregator facing bad and repeated input', () => {
       await watcher.endAsync();
     }
   }, 30_000);
+
+  // Regression: a node asked and gone offline during the round was listed both late and skipped
+  // ("late 1 (gw-2)  skipped 1 (gw-2: offline)"); skipped is for known nodes not asked.
+  it('a node that goes offline during its task is late with its reason, not skipped; one offline before the round is skipped', async () => {
+    const own = new Topics('fedgate', 'inputs-gone');
+    const initial = initParams(spec, 1);
+    const delta = Float32Array.from({ length: initial.length }, () => 0.01);
+    const node = async (id: string, onTask: (task: TaskMessage, c: mqtt.MqttClient) => Promise<void>) => {
+      const c = await mqtt.connectAsync(broker.url, { clientId: id });
+      const r = new Reassembler();
+      c.on('message', (_t, payload) => {
+        const whole = r.push('agg', payload);
+        if (whole) void onTask(whole.meta as unknown as TaskMessage, c);
+      });
+      await c.subscribeAsync(own.nodeTask(id), { qos: 1 });
+      await c.publishAsync(own.nodeState(id), JSON.stringify({ online: true, node: id, session: 1, samples: 100, ts: Date.now() }), { qos: 1, retain: true });
+      const timer = setInterval(() => void c.publishAsync(own.nodeHeartbeat(id), JSON.stringify({ node: id, session: 1, ts: Date.now() })).catch(() => undefined), 200);
+      c.on('end', () => clearInterval(timer));
+      return c;
+    };
+    const clients = [
+      await node('gw-stays', async (task, c) => {
+        for (const f of updateFrames(task, 'gw-stays', delta)) await c.publishAsync(own.nodeUpdate('gw-stays'), f, { qos: 1 });
+      }),
+      await node('gw-leaves', async (_task, c) => {
+        await c.publishAsync(own.nodeState('gw-leaves'), JSON.stringify({ online: false, node: 'gw-leaves', session: 1, ts: Date.now() }), { qos: 1, retain: true });
+        await c.endAsync();
+      }),
+    ];
+    // Known from its retained state, offline before the job starts.
+    await clients[0].publishAsync(own.nodeState('gw-away'), JSON.stringify({ online: false, node: 'gw-away', session: 1, samples: 100, ts: Date.now() }), { qos: 1, retain: true });
+    const agg = new Aggregator({
+      url: broker.url, topics: own, spec, initialParams: initial, rounds: 1, minClients: 2, waitForClientsSeconds: 10, seed: 1, graceSeconds: 1,
+      strategy: new FedAvgStrategy({ clientsPerRound: 0, epochs: 1, batchSize: 10, lr: 0.1, codec: { codec: 'none' }, deadlineSeconds: 3, seed: 1 }),
+    });
+    try {
+      const r = (await agg.run()).rounds[0];
+      expect(r.tasks.map((t) => [t.node, t.late])).toEqual([['gw-leaves', true], ['gw-stays', false]]);
+      expect(r.failures.map((f) => [f.node, f.reason])).toEqual([['gw-leaves', 'went offline during the round']]);
+      expect(r.skipped).toEqual([{ node: 'gw-away', reason: 'offline' }]);
+    } finally {
+      await agg.stop();
+      await Promise.all(clients.map((c) => c.endAsync()));
+    }
+  }, 30_000);
 });

@@ -305,7 +305,9 @@ export class Aggregator extends EventEmitter {
       else fitting.push(n);
     }
     const plan = this.opts.strategy.plan(round, fitting);
-    if (misfits.length) plan.skipped = [...(plan.skipped ?? []), ...misfits];
+    // Not asked: misfits, and the known nodes not live when the round was planned. A node asked and
+    // gone during the round is late (its failure says why), not skipped.
+    plan.skipped = [...(plan.skipped ?? []), ...misfits, ...this.notLive()];
     const open = new OpenRound(round, plan, this.params.length);
     this.current = open;
     this.recentRounds.set(round, { selected: open.selected, sentAt: open.sentAt, batch: new Map(plan.tasks.map((t) => [t.node, t.batchSize])) });
@@ -349,7 +351,7 @@ export class Aggregator extends EventEmitter {
       if (open.results.has(t.node) || open.failures.has(t.node)) continue;
       const refused = open.refused.get(t.node);
       open.failures.set(t.node, open.results.size >= (plan.closeAfter ?? plan.tasks.length) ? 'round closed at K results before its update'
-        : refused ? `update refused: ${refused}` : 'no update before the deadline');
+        : refused ? `update refused: ${refused}` : this.fleet.get(t.node)?.online === false ? 'went offline during the round' : 'no update before the deadline');
     }
     const closedAt = Date.now();
     const failures = [...open.failures].map(([node, reason]) => ({ node, reason, elapsedSeconds: (closedAt - (open.sentAt.get(node) ?? closedAt)) / 1000 }));
@@ -381,7 +383,7 @@ export class Aggregator extends EventEmitter {
       seconds: (Date.now() - started) / 1000,
       deadlineSeconds: plan.deadlineSeconds,
       aggregated,
-      skipped: [...(plan.skipped ?? []), ...this.notLive()],
+      skipped: plan.skipped ?? [],
       stale: stale.length,
       tasks: plan.tasks.map((t) => {
         const r = open.results.get(t.node);
