@@ -237,8 +237,9 @@ function hintHelpOnError(cmd: Command, name = cmd.name()): void {
 }
 
 if (require.main === module) {
-  buildCli().parseAsync(process.argv).catch((err: Error) => {
+  buildCli().parseAsync(process.argv).catch((err: Error & { exitCode?: number }) => {
     process.stderr.write(`fedgate: ${err.message}\n`);
-    process.exit(1);
+    // An error may carry its own status, e.g. one a systemd unit lists in RestartPreventExitStatus.
+    process.exit(Number.isInteger(err.exitCode) && err.exitCode! > 0 && err.exitCode! < 256 ? err.exitCode! : 1);
   });
 }
