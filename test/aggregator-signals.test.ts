@@ -49,6 +49,8 @@ describe.skipIf(missing !== undefined)('fedgate aggregator on SIGTERM', () => {
         // Regression: the stop settled the open round, which then published the aggregator's state
         // on a link already closing ("aggregator state not published": client disconnecting).
         expect(stdout + stderr).not.toMatch(/"level":(40|50)/);
+        // Regression: it stopped without a word at the default log level.
+        expect(stderr).toContain('fedgate: SIGTERM: stopping\n');
         expect(stdout).not.toContain('done:');
       } finally {
         child.kill('SIGKILL');

@@ -40,7 +40,11 @@ describe('a bad option value', () => {
     [['simulate', '--mode', 'bogus'], `error: option '--mode <mode>' argument 'bogus' is invalid. Allowed choices are processes, virtual.\n(see fedgate simulate --help)\n`],
     [['agent', '--threads', '0'], `error: option '--threads <n>' argument '0' is invalid. expected a whole number from 1 up, got "0"\n(see fedgate agent --help)\n`],
     [['aggregator', '--target-quantile', '2'], `error: option '--target-quantile <q>' argument '2' is invalid. expected a number above 0 and at most 1, got "2"\n(see fedgate aggregator --help)\n`],
+    // Regression: 0.5 was taken, and a node in two was left out of every round without a word.
+    [['aggregator', '--overcommit', '0.5'], `error: option '--overcommit <x>' argument '0.5' is invalid. expected a number from 1 to 4, got "0.5"\n(see fedgate aggregator --help)\n`],
     [['simulate', '--hidden', '128,,64'], `error: option '--hidden <sizes>' argument '128,,64' is invalid. expected comma-separated whole numbers of 1 or more, e.g. 128,64; got "128,,64"\n(see fedgate simulate --help)\n`],
+    // Regression: the profile printed "node": "a/b", an id the agent refuses.
+    [['profile', '--node-id', 'a/b'], `error: option '--node-id <id>' argument 'a/b' is invalid. node id "a/b" contains "/", which is not allowed in an MQTT topic level\n(see fedgate profile --help)\n`],
     [['config', 'check'], `error: missing required argument 'file'\n(see fedgate config check --help)\n`],
   ])('fedgate %j: one line and a hint, exit 1', async (args, stderr) => {
     const r = await fedgate(args);

@@ -214,7 +214,7 @@ export function buildCli(): Command {
       // Runtime worker finishes its run and closes) before the process exits: exiting while that
       // worker was inside session.run aborted the process (exit 134, a core dump under systemd).
       // A requested stop exits 0, as systemd expects; the checkpoint keeps the whole rounds.
-      const stop = abortOnSignals({ stoppedCode: 0, say: (signal) => logger('cli').info({ signal }, 'stopping') });
+      const stop = abortOnSignals({ stoppedCode: 0 });
       const tls = { ca: o.tlsCa, cert: o.tlsCert, key: o.tlsKey, rejectUnauthorized: o.tlsVerify !== false };
       const report = await runAggregatorJob({ ...jobFrom(o), url: o.broker, tls, clientId: o.clientId, protocolVersion: o.protocolVersion, minClients: o.minClients, waitForClientsSeconds: o.wait, signal: stop.signal }, printRound(o.rounds))
         .catch((err) => stop.exitIfStopped(err));

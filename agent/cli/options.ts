@@ -22,6 +22,15 @@ export function positive(value: string): number {
   return n;
 }
 
+/** A number in [min, max], as the settings schema bounds it. */
+export function between(min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`expected a number from ${min} to ${max}, got "${value}"`);
+    return n;
+  };
+}
+
 /** A fraction in (0, 1]: quantiles, shares. */
 export function fraction(value: string): number {
   const n = Number(value);
@@ -107,7 +116,7 @@ export function jobOptions(cmd: Command): Command {
     .option('--lr <rate>', 'local learning rate', positive, 0.1)
     .addOption(new Option('--codec <codec>', 'update compression: auto (per node, from its link: int8 or stronger), or pinned: none, int8[:stochastic], int4[:stochastic], topk[:k], topk-int8[:k] (k: the fraction of values kept, in (0, 1]; default 0.01)').argParser(parseCodecOrAuto).default('auto'))
     .addOption(new Option('--strategy <name>', 'balanced: hardware-aware selection and deadline-sized work; fedavg: random K, fixed epochs, wait for all').choices(['balanced', 'fedavg']).default('balanced'))
-    .option('--overcommit <x>', 'balanced: select this many times K and close at K results', positive, 1.3)
+    .option('--overcommit <x>', 'balanced: select this many times K (1 to 4) and close at K results', between(1, 4), 1.3)
     .option('--target-quantile <q>', 'balanced: round target = this quantile of the nodes\' full-work times, in (0, 1]', fraction, 0.5)
     .option('--max-idle-rounds <n>', 'balanced: no eligible node is left out longer (0: 3 × fleet / slots)', int(0), 0)
     .option('--fold-late', 'fold updates that miss their round into the next one, staleness-weighted (default: drop them)')

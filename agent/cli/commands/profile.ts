@@ -1,11 +1,21 @@
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { loadMnist, select } from '../../data';
 import { mlp } from '../../model';
 import { LinkEstimator, calibrateTraining, makeProfile, readHardware } from '../../profile';
 import { Trainer } from '../../train';
+import { validateNodeId } from '../../transport';
 import { int, intList, positive } from '../options';
 
 type Opts = Record<string, any>; // commander's parsed options, validated by each option's parser
+
+/** The same rule as the agent's: a node id is one MQTT topic level. */
+function nodeIdArg(v: string): string {
+  try {
+    return validateNodeId(v);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
 
 /** `fedgate profile`: prints this gateway's profile (the message it publishes retained) as JSON on stdout. */
 export function addProfileCommand(program: Command): Command {
@@ -19,7 +29,7 @@ export function addProfileCommand(program: Command): Command {
     .option('--batch-size <n>', 'batch size of the calibration run', int(1), 32)
     .option('--threads <n>', 'ONNX Runtime threads', int(1), 1)
     .option('--load-window <ms>', 'how long CPU load is measured for', int(50), 1000)
-    .option('--node-id <id>', 'include this node id in the profile')
+    .option('--node-id <id>', 'include this node id in the profile', nodeIdArg)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('warn'))
     .action(async (o: Opts) => {
       // Hardware and load first, so the calibration's own CPU use is not in the load figures.
