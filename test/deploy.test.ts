@@ -57,7 +57,7 @@ describe('systemd units', () => {
       expect(d).toContain(`EnvironmentFile=-/etc/fedgate/${role}.env`);
       expect(d).toContain(`StateDirectory=fedgate/${role}`);
       for (const line of [
-        'Type=notify', 'NotifyAccess=main', 'DynamicUser=yes', 'Restart=on-failure', 'RestartSec=5s', 'NoNewPrivileges=yes', 'CapabilityBoundingSet=',
+        'Type=notify', 'NotifyAccess=main', 'DynamicUser=yes', 'Restart=on-failure', 'RestartSec=5s', 'RestartPreventExitStatus=78', 'NoNewPrivileges=yes', 'CapabilityBoundingSet=',
         'ProtectSystem=strict', 'ProtectHome=yes', 'PrivateTmp=yes', 'PrivateDevices=yes', 'ProtectKernelTunables=yes',
         'ProtectKernelModules=yes', 'ProtectKernelLogs=yes', 'ProtectControlGroups=yes', 'LockPersonality=yes',
         'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK', 'SystemCallFilter=@system-service', 'UMask=0077',
@@ -107,6 +107,8 @@ describe('fedgate install-service', () => {
     expect(d.filter((l) => l.startsWith('ExecStart='))).toEqual([`ExecStart=/usr/bin/node /opt/fedgate/dist/agent/cli/main.js agent --config ${configDir}/agent.yaml`]);
     expect(d.filter((l) => l.startsWith('StateDirectory='))).toEqual(['StateDirectory=fedgate/agent']);
     expect(d.filter((l) => l.startsWith('EnvironmentFile='))).toEqual([`EnvironmentFile=-${configDir}/agent.env`]);
+    // A configuration error a restart cannot fix (exit 78: e.g. two agents with one node id) is not restarted.
+    expect(d.filter((l) => l.startsWith('Restart'))).toEqual(['Restart=on-failure', 'RestartSec=5s', 'RestartPreventExitStatus=78']);
     expect(unit).not.toMatch(/^MemoryDenyWriteExecute=/m);
     expect(statSync(r.unitFile).mode & 0o777).toBe(0o644);
     expect(statSync(r.envFile).mode & 0o777).toBe(0o600);
@@ -142,6 +144,7 @@ describe('fedgate install-service', () => {
     const exec = (text: string) => {
       const d = directives(text);
       expect(d).toContain('Type=exec');
+      expect(d).toContain('RestartPreventExitStatus=78');
       expect(d.filter((l) => /^(Type=notify|NotifyAccess=|WatchdogSec=)/.test(l))).toEqual([]);
       expect(text).not.toMatch(/^# Type=notify/m); // the notify explanation goes with it
       if (!skipAnalyze) expect(verify(text, 'fedgate-agent.service')).toEqual({ status: 0, problems: [] });

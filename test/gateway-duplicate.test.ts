@@ -13,7 +13,7 @@ describe('two agents with one node id', () => {
   beforeAll(async () => { broker = await startAedes(); });
   afterAll(async () => { await broker?.close(); });
 
-  it('the older one stops with a clear error and leaves the newer one\'s retained state alone', async () => {
+  it('the older one stops with a clear error and exit status 78 (not restarted by systemd), and leaves the newer one\'s retained state alone', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'fg-dup-'));
     const start = (n: string) => {
       const child = spawn(process.execPath, [CLI, 'agent', '--broker', broker.url, '--fleet', 'dup', '--node-id', 'gw-same', '--max-samples', '100', '--max-cpu-load', '1', '--no-profile', '--state-dir', path.join(dir, n)], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -25,8 +25,14 @@ describe('two agents with one node id', () => {
     const first = start('a');
     await new Promise((r) => setTimeout(r, 2500));
     const second = start('b');
-    expect(await first.exited).toBe(1);
-    expect(first.stderr()).toContain('fedgate: node id gw-same is in use by another agent');
+    // Exit status 78 (EX_CONFIG), which the systemd units do not restart (RestartPreventExitStatus=78):
+    // restarted, it would be the newer one and evict the survivor in turn, for ever.
+    expect(await first.exited).toBe(78);
+    const message = 'node id gw-same is in use by another agent started later; give one of them another node id (node.id / --node-id); not restarting';
+    const lines = first.stderr().trimEnd().split('\n');
+    expect(lines[lines.length - 1]).toBe(`fedgate: ${message}`);
+    const fatal = lines.map((l) => { try { return JSON.parse(l); } catch { return {}; } }).filter((l) => l.level === 60);
+    expect(fatal).toEqual([expect.objectContaining({ msg: message, node: 'gw-same', exitCode: 78 })]);
     // The survivor reconnects (after its backoff) and its birth is the retained state again.
     const c = await mqtt.connectAsync(broker.url);
     const states: Record<string, unknown>[] = [];

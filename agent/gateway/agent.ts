@@ -10,7 +10,7 @@ import { TrainingFeature } from './training';
 import { ManagementFeature, restoredConfig } from './management';
 import { ProfileFeature } from './profile';
 import type { TierEmulation } from './emulation';
-import { serviceNotifier, type ServiceNotifier } from '../service';
+import { PermanentConfigError, serviceNotifier, type ServiceNotifier } from '../service';
 
 export const VERSION = '0.1.0';
 
@@ -49,6 +49,11 @@ function brokerHost(url: string): string {
   }
 }
 
+/** What an agent evicted by a newer one with its node id says (its error, exit status 78). */
+export function duplicateMessage(nodeId: string): string {
+  return `node id ${nodeId} is in use by another agent started later; give one of them another node id (node.id / --node-id); not restarting`;
+}
+
 export class Agent {
   readonly bus = new GatewayBus();
   private link?: MqttLink;
@@ -68,7 +73,9 @@ export class Agent {
   private readonly log: Logger;
   private left?: () => void;
   private duplicate?: (err: Error) => void;
-  /** Resolves when the node has left the fleet on request; rejects if another agent took its node id. */
+  /** Set once a newer agent with our node id was seen: we stop once, however many of its states arrive. */
+  private evicted = false;
+  /** Resolves when the node has left the fleet on request; rejects if another agent took its node id (a PermanentConfigError: exit status 78). */
   readonly leftFleet: Promise<void>;
 
   constructor(private readonly opts: AgentOptions) {
@@ -81,6 +88,8 @@ export class Agent {
       this.left = resolve;
       this.duplicate = reject;
     });
+    // Handled here too: a twin can show up while start() is still running, before anyone awaits it.
+    this.leftFleet.catch(() => undefined);
   }
 
   get nodeId(): string {
@@ -137,10 +146,14 @@ export class Agent {
       const other = JSON.parse(payload.toString()) as Partial<NodeState> & { instance?: string };
       if (other.instance === this.instance && other.online) this.birthSeen = true;
       if (packet.retain && this.link!.connections <= 1) return;
-      if (other.node === nodeId && other.instance !== undefined && other.instance !== this.instance && typeof other.session === 'number' && other.session > this.session) {
-        this.log.fatal({ node: nodeId, otherSession: other.session, mySession: this.session }, `node id ${nodeId} is in use by another agent started later; stopping this one`);
+      if (other.node === nodeId && other.instance !== undefined && other.instance !== this.instance && typeof other.session === 'number' && other.session > this.session && !this.evicted) {
+        this.evicted = true;
+        // Exit status 78 (EX_CONFIG), which the systemd units list in RestartPreventExitStatus=: restarted,
+        // this agent would be the newer one and evict the other in turn, for ever, and neither would train.
+        const err = new PermanentConfigError(duplicateMessage(nodeId));
+        this.log.fatal({ node: nodeId, otherSession: other.session, mySession: this.session, exitCode: err.exitCode }, err.message);
         // Silently: our offline state would overwrite the other agent's retained birth.
-        this.stop({ silent: true }).finally(() => this.duplicate?.(new Error(`node id ${nodeId} is in use by another agent`)));
+        this.stop({ silent: true }).finally(() => this.duplicate?.(err));
       }
     });
     const ctx: FeatureContext = { nodeId, topics, link: this.link, bus: this.bus, log: this.log, state: this.opts.state, config: () => this.config };

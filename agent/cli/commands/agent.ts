@@ -125,13 +125,11 @@ export function addAgentCommand(program: Command, brokerOptions: (cmd: Command, 
       if (o.exitWithParent) watchParent(() => stop('parent gone'));
       log.info({ node: id, idSource: source }, 'starting agent');
       await agent.start();
-      agent.leftFleet.then(() => {
-        log.info('left the fleet on request');
-        process.exit(0);
-      }, (err: Error) => {
-        process.stderr.write(`fedgate: ${err.message}\n`);
-        process.exit(1);
-      });
+      // Until the node leaves the fleet on request, or another agent takes its node id: that error
+      // (exit status 78, which systemd does not restart) goes to the CLI's handler like any other.
+      await agent.leftFleet;
+      log.info('left the fleet on request');
+      process.exit(0);
     } catch (err) {
       await state.close();
       throw err;
