@@ -73,10 +73,28 @@ describe('node id', () => {
   it('comes from config when set, and stays after the setting is removed', async () => {
     const dir = fresh();
     const s = await openState(dir);
-    await s.nodeId();
     expect(await s.nodeId('gw-kitchen')).toEqual({ id: 'gw-kitchen', source: 'config' });
     expect(await s.nodeId()).toEqual({ id: 'gw-kitchen', source: 'stored' });
+    expect(await s.nodeId('gw-kitchen')).toEqual({ id: 'gw-kitchen', source: 'config' });
     await expect(s.nodeId('bad/id')).rejects.toThrow('node id "bad/id" contains "/"');
+  });
+
+  // Regression: `--node-id gw-5 --state-dir st/gw-0` rewrote the node-id file and gw-5 took over gw-0's
+  // applied config layers and versions, its outbox and its error-feedback residual, without a word.
+  it('is refused (exit status 78) when the directory holds another node\'s id, and the directory is left as it was', async () => {
+    const dir = fresh();
+    const s = await openState(dir);
+    await s.nodeId('gw-0');
+    await s.saveAppliedConfig(4, { node: { version: 4, config: { training: { threads: 2 } } } }, { fleet: 0, node: 4 });
+    const err = await rejection(s.nodeId('gw-5'));
+    expect(err.message).toBe(`state directory ${dir} belongs to node id gw-0, not gw-5: its applied configuration, outbox and residual are gw-0's; use --node-id gw-0 (node.id), another --state-dir (stateDir) for gw-5, or empty the directory`);
+    expect((err as Error & { exitCode?: number }).exitCode).toBe(78);
+    expect(readFileSync(path.join(dir, 'node-id'), 'utf8')).toBe('gw-0\n');
+    expect((await s.appliedConfig())?.version).toBe(4);
+    // A generated id is an identity too.
+    const other = await openState(fresh());
+    const generated = (await other.nodeId()).id;
+    await expect(other.nodeId('gw-kitchen')).rejects.toThrow(`belongs to node id ${generated}, not gw-kitchen:`);
   });
 
   it('is never used when the stored file is corrupt: moved aside with a clear error', async () => {
