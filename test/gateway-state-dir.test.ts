@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -7,8 +7,8 @@ import { MAIN, ROOT, startAgent, type CliResult } from './helpers/gateway';
 
 /**
  * The agent's state directory as a real agent process sees it: a directory that belongs to another
- * node id stops the agent at once with one line and exit status 78 (EX_CONFIG, which the systemd
- * units do not restart).
+ * node id, or one that cannot be created, stops the agent at once with one line and exit status 78
+ * (EX_CONFIG, which the systemd units do not restart).
  */
 const missing = existsSync(MAIN) ? undefined : 'dist/ is not built (npx tsc -p tsconfig.json)';
 const suite = missing ? describe.skip : describe;
@@ -66,5 +66,52 @@ suite('the agent\'s state directory (real agent processes)', { timeout: 60_000 }
     emptied.kill('SIGTERM');
     expect(await emptied.exited).toEqual({ code: 0, signal: null });
     expect(readFileSync(path.join(dir, 'node-id'), 'utf8')).toBe('gw-5\n');
+  });
+
+  // Regression: `--state-dir /proc/nope` hung for ever at 86 % CPU (Node's recursive mkdir loops on ENOENT from procfs).
+  it('one that cannot be created (/proc/nope, a file in the way): exit 78 at once, one line naming the path and the setting', async () => {
+    const t0 = Date.now();
+    const proc = await agent(['--node-id', 'gw-1', '--state-dir', '/proc/nope']);
+    expect(proc.code, proc.stderr).toBe(78);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    expect(proc.stderr).toBe('fedgate: cannot create the state directory /proc/nope (stateDir / --state-dir): /proc does not take new folders (mkdir /proc/nope: ENOENT)\n');
+
+    const file = path.join(tmp('file'), 'a-file');
+    writeFileSync(file, 'x');
+    const below = await agent(['--node-id', 'gw-1', '--state-dir', path.join(file, 'state')]);
+    expect(below.code, below.stderr).toBe(78);
+    expect(below.stderr).toBe(`fedgate: cannot create the state directory ${path.join(file, 'state')} (stateDir / --state-dir): ${file} is not a directory\n`);
+
+    // The same from the settings file.
+    const settings = path.join(tmp('settings'), 'agent.yaml');
+    writeFileSync(settings, 'stateDir: /proc/nope\n');
+    const fromFile = await agent(['--config', settings, '--node-id', 'gw-1']);
+    expect(fromFile.code, fromFile.stderr).toBe(78);
+    expect(fromFile.stderr).toBe('fedgate: cannot create the state directory /proc/nope (stateDir / --state-dir): /proc does not take new folders (mkdir /proc/nope: ENOENT)\n');
+  });
+
+  it('no permission (EACCES): exit 78, one line saying where', async () => {
+    const parent = tmp('eacces');
+    const root = process.getuid?.() === 0;
+    // As root a permission is no obstacle: the agent runs as nobody (65534) instead, in a folder it may read but not write.
+    if (root) chmodSync(parent, 0o755);
+    else chmodSync(parent, 0o500);
+    mkdirSync(path.join(parent, 'closed'), { mode: 0o700 });
+    if (!root) chmodSync(path.join(parent, 'closed'), 0o000);
+    const uid = root ? 65534 : undefined;
+    try {
+      const create = await agent(['--node-id', 'gw-1', '--state-dir', path.join(parent, 'state')], uid);
+      expect(create.code, create.stderr).toBe(78);
+      expect(create.stderr).toBe(`fedgate: cannot create the state directory ${path.join(parent, 'state')} (stateDir / --state-dir): no permission to create ${path.join(parent, 'state')} (EACCES)\n`);
+      const look = await agent(['--node-id', 'gw-1', '--state-dir', path.join(parent, 'closed', 'state')], uid);
+      expect(look.code, look.stderr).toBe(78);
+      expect(look.stderr).toBe(`fedgate: cannot create the state directory ${path.join(parent, 'closed', 'state')} (stateDir / --state-dir): no permission to look into ${path.join(parent, 'closed')} (EACCES)\n`);
+      const write = await agent(['--node-id', 'gw-1', '--state-dir', parent], uid);
+      expect(write.code, write.stderr).toBe(78);
+      expect(write.stderr).toBe(`fedgate: cannot write in the state directory ${parent} (stateDir / --state-dir): permission denied (EACCES)\n`);
+    } finally {
+      chmodSync(parent, 0o700);
+      chmodSync(path.join(parent, 'closed'), 0o700);
+    }
   });
 });

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -54,6 +54,60 @@ describe('resolveStateDir', () => {
     expect(s.residualFile).toBe(path.join(dir, 'residual.fgef'));
     expect(s.outbox.dir).toBe(path.join(dir, 'outbox'));
     expect(readdirSync(dir).sort()).toEqual([LOCK_FILE, 'outbox']);
+  });
+});
+
+describe('creating the state directory', () => {
+  const exitCode = (err: Error) => (err as Error & { exitCode?: number }).exitCode;
+
+  it('makes every missing level, private to its user', async () => {
+    const dir = path.join(fresh(), 'a', 'b');
+    const s = await openState(dir);
+    expect(s.dir).toBe(dir);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(statSync(path.dirname(dir)).mode & 0o777).toBe(0o700);
+  });
+
+  // Regression: Node's recursive mkdir loops for ever, at full CPU, on ENOENT from procfs.
+  it('on /proc/nope: one clear error naming the path and the setting (exit status 78), at once', async () => {
+    const t0 = Date.now();
+    const err = await rejection(StateDir.open({ dir: '/proc/nope' }));
+    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(err.message).toBe('cannot create the state directory /proc/nope (stateDir / --state-dir): /proc does not take new folders (mkdir /proc/nope: ENOENT)');
+    expect(exitCode(err)).toBe(78);
+    const deeper = await rejection(StateDir.open({ dir: '/proc/nope/deeper' }));
+    expect(deeper.message).toBe('cannot create the state directory /proc/nope/deeper (stateDir / --state-dir): /proc does not take new folders (mkdir /proc/nope: ENOENT)');
+  }, 10_000);
+
+  it('names $STATE_DIRECTORY when the path came from systemd', async () => {
+    const err = await rejection(StateDir.open({ env: { STATE_DIRECTORY: '/proc/nope' } }));
+    expect(err.message).toBe('cannot create the state directory /proc/nope ($STATE_DIRECTORY, from systemd\'s StateDirectory=; stateDir / --state-dir overrides it): /proc does not take new folders (mkdir /proc/nope: ENOENT)');
+  });
+
+  it('a file in the way (ENOTDIR) or at the path itself: says which', async () => {
+    const dir = fresh();
+    mkdirSync(dir);
+    const file = path.join(dir, 'file');
+    writeFileSync(file, 'x');
+    const below = await rejection(StateDir.open({ dir: path.join(file, 'a', 'b') }));
+    expect(below.message).toBe(`cannot create the state directory ${path.join(file, 'a', 'b')} (stateDir / --state-dir): ${file} is not a directory`);
+    expect(exitCode(below)).toBe(78);
+    const at = await rejection(StateDir.open({ dir: file }));
+    expect(at.message).toBe(`cannot create the state directory ${file} (stateDir / --state-dir): ${file} is not a directory`);
+  });
+
+  it.skipIf(process.getuid?.() === 0)('no permission (EACCES): says where', async () => {
+    const dir = fresh();
+    mkdirSync(dir, { mode: 0o500 });
+    try {
+      const err = await rejection(StateDir.open({ dir: path.join(dir, 'sub') }));
+      expect(err.message).toBe(`cannot create the state directory ${path.join(dir, 'sub')} (stateDir / --state-dir): no permission to create ${path.join(dir, 'sub')} (EACCES)`);
+      expect(exitCode(err)).toBe(78);
+      const locked = await rejection(StateDir.open({ dir }));
+      expect(locked.message).toBe(`cannot write in the state directory ${dir} (stateDir / --state-dir): permission denied (EACCES)`);
+    } finally {
+      chmodSync(dir, 0o700);
+    }
   });
 });
 

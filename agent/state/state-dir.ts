@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { logger } from '../log';
+import { PermanentConfigError } from '../service/exit';
 import { readStateFile, removeTempFiles, writeFileAtomic } from './atomic';
 import { acquireLock, type StateLock } from './lock';
 import { resolveNodeId, type NodeIdSource } from './node-id';
@@ -19,6 +20,56 @@ export function resolveStateDir(configured?: string, env: NodeJS.ProcessEnv = pr
   if (configured) return path.resolve(cwd, configured);
   const fromSystemd = env.STATE_DIRECTORY?.split(':').find(Boolean);
   return path.resolve(cwd, fromSystemd ?? 'fedgate-state');
+}
+
+/** Where a state directory's path came from, for error messages: the setting, systemd, or the default. */
+function settingOf(configured: string | undefined, env: NodeJS.ProcessEnv): string {
+  if (configured) return 'stateDir / --state-dir';
+  if (env.STATE_DIRECTORY?.split(':').find(Boolean)) return '$STATE_DIRECTORY, from systemd\'s StateDirectory=; stateDir / --state-dir overrides it';
+  return 'the default ./fedgate-state; stateDir / --state-dir sets another';
+}
+
+const errno = (err: unknown) => (err as NodeJS.ErrnoException).code;
+
+/**
+ * Creates `dir` (mode 0700) and any missing parents, one level at a time from the nearest existing
+ * ancestor, each with a plain (non-recursive) mkdir. Node's recursive mkdir loops for ever, at full
+ * CPU, on some ENOENTs (procfs: `/proc/nope`); here every failure is one PermanentConfigError that
+ * names the path, why, and the setting it came from.
+ */
+async function makeStateDir(dir: string, setting: string): Promise<void> {
+  const fail = (why: string) => new PermanentConfigError(`cannot create the state directory ${dir} (${setting}): ${why}`);
+  const missing: string[] = [];
+  for (let at = dir; ; at = path.dirname(at)) {
+    let isDir: boolean;
+    try {
+      isDir = (await fs.stat(at)).isDirectory();
+    } catch (err) {
+      const code = errno(err);
+      // ENOTDIR: a file further up; found as the nearest existing ancestor below.
+      if ((code === 'ENOENT' || code === 'ENOTDIR') && path.dirname(at) !== at) {
+        missing.unshift(at);
+        continue;
+      }
+      if (code === 'EACCES' || code === 'EPERM') throw fail(`no permission to look into ${path.dirname(at)} (${code})`);
+      throw fail((err as Error).message);
+    }
+    if (!isDir) throw fail(`${at} is not a directory`);
+    break;
+  }
+  for (const level of missing) {
+    try {
+      await fs.mkdir(level, { mode: 0o700 });
+    } catch (err) {
+      const code = errno(err);
+      const parent = path.dirname(level);
+      if (code === 'EEXIST' && (await fs.stat(level).then((st) => st.isDirectory(), () => false))) continue; // made meanwhile by another process
+      if (code === 'EACCES' || code === 'EPERM') throw fail(`no permission to create ${level} (${code})`);
+      if (code === 'EROFS') throw fail(`${parent} is on a read-only file system (EROFS)`);
+      if (code === 'ENOENT') throw fail(`${parent} does not take new folders (mkdir ${level}: ENOENT)`);
+      throw fail(`mkdir ${level}: ${(err as Error).message}`);
+    }
+  }
 }
 
 export interface StateDirOptions {
@@ -41,11 +92,25 @@ export interface StateDirOptions {
 export class StateDir {
   private constructor(readonly dir: string, private readonly lock: StateLock, readonly outbox: Outbox) {}
 
-  /** Creates the directory (mode 0700) if needed and locks it (StateLockedError if in use). */
+  /**
+   * Creates the directory (mode 0700) if needed and locks it (StateLockedError if in use). A
+   * directory that cannot be created, or written to, is a PermanentConfigError (exit status 78).
+   */
   static async open(opts: StateDirOptions = {}): Promise<StateDir> {
-    const dir = resolveStateDir(opts.dir, opts.env);
-    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-    const lock = await acquireLock(dir);
+    const env = opts.env ?? process.env;
+    const dir = resolveStateDir(opts.dir, env);
+    const setting = settingOf(opts.dir, env);
+    await makeStateDir(dir, setting);
+    let lock: StateLock;
+    try {
+      lock = await acquireLock(dir);
+    } catch (err) {
+      const code = errno(err);
+      if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+        throw new PermanentConfigError(`cannot write in the state directory ${dir} (${setting}): ${code === 'EROFS' ? 'read-only file system' : 'permission denied'} (${code})`);
+      }
+      throw err;
+    }
     try {
       const leftovers = await removeTempFiles(dir);
       if (leftovers.length) logger('state').warn({ dir, files: leftovers }, 'removed unfinished writes left by a crash');

@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
 import { Agent, restoredConfig } from '../../gateway';
 import { ConfigError, loadConfigFile, defaultConfig, envOverrides, mergeConfig, validateConfig, type AgentConfig } from '../../config';
-import { StateDir, resolveStateDir } from '../../state';
+import { StateDir } from '../../state';
 import { loadCsvDataset, select, type Shard } from '../../data';
 import { loadShard, parseShard, parseDatasetName } from '../../sim';
 import { TIERS } from '../../sim/tiers';
@@ -100,7 +100,8 @@ export function addAgentCommand(program: Command, brokerOptions: (cmd: Command, 
     const base = o.config ? await loadConfigFile(o.config, 'agent') : fromEnvironment(log);
     const cfg = validateConfig(mergeConfig(base, flagsToPartial(cmd, o)), 'agent');
     setLogLevel(cfg.logging.level);
-    const state = await StateDir.open({ dir: resolveStateDir(cfg.stateDir) });
+    // Unresolved: StateDir.open resolves it (stateDir, else $STATE_DIRECTORY, else ./fedgate-state) and names the source in its errors.
+    const state = await StateDir.open({ dir: cfg.stateDir });
     try {
       const { id, source } = await state.nodeId(cfg.node.id);
       // The data settings as the agent will run with them: with any applied over MQTT before the last restart.
