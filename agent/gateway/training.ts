@@ -70,7 +70,11 @@ export class TrainingFeature implements Feature {
       // nothing about the round: the will was written when it connected. Pending updates wait for its
       // next announcement, which says whether their round is still open.
       if (s.online === false) {
-        this.ctx.log.info({ round: s.round }, 'aggregator offline; pending updates kept');
+        // Said only when something waits (its retained will greets every start, and its goodbye ends every job).
+        this.pendingUpdates().then((pending) => {
+          if (pending > 0) this.ctx.log.info({ round: s.round, pending }, 'aggregator offline; pending updates kept');
+          else this.ctx.log.debug({ round: s.round }, 'aggregator offline; no update pending');
+        }, (err) => this.ctx.log.warn({ err: (err as Error).message }, 'outbox not readable'));
         return;
       }
       this.roundState = { round: s.round, open: s.open, ts: typeof s.ts === 'number' ? s.ts : 0 };
@@ -188,10 +192,28 @@ export class TrainingFeature implements Feature {
     };
     const entry = await this.ctx.state?.outbox.put(task.round, task.taskId, meta as unknown as Record<string, unknown>, encoded);
     if (emu) await sleep(transferSeconds(emu, encoded.length, 'up'));
-    await this.send(meta, encoded, entry);
+    try {
+      await this.send(meta, encoded, entry);
+    } catch (err) {
+      // The connection to the broker dropped with the update on its way (mqtt.js fails what it has in
+      // flight with "Connection closed"): the task is done, and the update is safe in the outbox; the
+      // aggregator's state after the reconnect sends it again if its round is still open.
+      if (!entry || !this.linkLost(err)) throw err;
+      this.tasksDone++;
+      this.lastRound = task.round;
+      this.ctx.log.warn({ round: task.round, steps: result.steps, loss: result.loss, err: (err as Error).message },
+        'update kept in the outbox: the broker connection dropped while it was being sent; it is sent once the broker is back, if its round is still open');
+      return;
+    }
     this.tasksDone++;
     this.lastRound = task.round;
     this.ctx.log.info({ round: task.round, steps: result.steps, loss: result.loss, seconds: result.seconds, stoppedEarly: result.stoppedEarly }, 'update sent');
+  }
+
+  /** A publish that failed because the link went down (not because of what was sent). */
+  private linkLost(err: unknown): boolean {
+    const message = (err as Error)?.message ?? '';
+    return !this.ctx.link.connected || message === 'Connection closed' || message === 'client disconnecting';
   }
 
   private async send(meta: UpdateMeta, payload: Uint8Array, entry?: OutboxEntry): Promise<void> {
@@ -240,12 +262,28 @@ export class TrainingFeature implements Feature {
         this.ctx.log.info({ round: entry.round, again: sentUnder !== undefined }, 'sending a pending update from the outbox');
         await this.send(entry.meta as unknown as UpdateMeta, entry.payload, entry);
       } else if (entry.round < state.round || !state.open) {
+        // The listing can be stale: a send that just completed, or another flush (a closing state and
+        // the next round's, back to back), may have retired this entry meanwhile. Only the one that
+        // really removes it speaks, and only an update never sent is "dropped".
+        const removed = await outbox.remove(entry.id);
         this.delivered.delete(entry.id);
-        await outbox.remove(entry.id);
+        if (!removed) continue;
         if (sentUnder !== undefined) this.ctx.log.debug({ round: entry.round }, 'round closed; delivered update retired from the outbox');
         else this.ctx.log.info({ round: entry.round, current: state.round }, 'pending update is for a closed round; dropped');
       }
     }
+  }
+
+  /**
+   * Outbox entries that still wait for the aggregator: not those that the last aggregator state
+   * retires (flushOutbox is removing them: a round before the current one, or none open).
+   */
+  private async pendingUpdates(): Promise<number> {
+    const outbox = this.ctx.state?.outbox;
+    if (!outbox) return this.inFlight.size;
+    const state = this.roundState;
+    const retired = (round: number) => state !== undefined && (round < state.round || !state.open);
+    return (await outbox.list()).filter((e) => !retired(e.round)).length;
   }
 
   private pinnedCodec(): CodecOptions | undefined {
