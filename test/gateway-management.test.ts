@@ -119,8 +119,17 @@ suite('gateway management over MQTT (mosquitto CLI against a real agent process)
     expect(bad).toEqual({ status: 'error', error: 'set_config needs data: an object of settings to change, e.g. {"training": {"threads": 2}}', transaction: 't4c' });
   });
 
-  it('an unknown action gets an error on response/unknown; a malformed request an error too, and the agent answers the next one', async () => {
-    const unknown = await subPub('frobnicate', '{"transaction":"t5"}', 'unknown');
+  // Regression: an unknown action was answered on response/unknown, not on response/<action> as for every other request.
+  it('an unknown action gets an error listing the actions on response/<action>; a malformed request an error too, and the agent answers the next one', async () => {
+    // The answer on whichever response topic it comes: mosquitto_sub -v prints the topic before the message.
+    const any = `${BASE}/response/+`;
+    const answer = await subscribeWith(broker, any, [...H, '-t', any, '-v', '-C', '1', '-W', '10']);
+    const pub = await run('mosquitto_pub', [...H, '-t', `${BASE}/request/nosuch`, '-m', '{"transaction":"x1"}']);
+    expect(pub.code, pub.stderr).toBe(0);
+    const r = await answer.result;
+    expect(r.code, r.stderr + agent.stderr()).toBe(0);
+    expect(r.stdout).toBe(`${BASE}/response/nosuch {"status":"error","error":"unknown action \\"nosuch\\"; actions: get_config, set_config, status, profile, pause, resume, leave","transaction":"x1"}\n`);
+    const unknown = await subPub('frobnicate', '{"transaction":"t5"}');
     expect(unknown.json).toEqual({ status: 'error', error: 'unknown action "frobnicate"; actions: get_config, set_config, status, profile, pause, resume, leave', transaction: 't5' });
 
     const malformed = await subPub('get_config', '{"transaction": "t6", oops');

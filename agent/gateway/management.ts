@@ -1,6 +1,6 @@
 import type { IPublishPacket } from 'mqtt';
 import { checkConfig, diffPaths, mergeConfig, redactConfig, restartRequired, formatIssue, type AgentConfig } from '../config';
-import { MessageError, parseJson } from '../transport';
+import { MessageError, parseJson, validateTopicLevel } from '../transport';
 import { CorruptStateError, type AppliedConfig, type StateDir } from '../state';
 import { logger, type Logger } from '../log';
 import type { Feature, FeatureContext } from './context';
@@ -52,6 +52,15 @@ export function parseLayer(raw: unknown, what: string): ConfigLayer {
   if (!isLayerVersion(o.version)) throw new MessageError(`${what}: version must be a whole number from 1 to ${MAX_LAYER_VERSION} (2^53 - 1), got ${o.version === undefined ? 'none' : JSON.stringify(o.version)}`);
   if (o.config === null || typeof o.config !== 'object' || Array.isArray(o.config)) throw new MessageError(`${what}: config must be an object of settings`);
   return { version: o.version, config: o.config as Record<string, unknown> };
+}
+
+/** The response topic level for a request's action: the action itself if it is a valid topic level, else `unknown`. */
+export function responseLevel(action: string): string {
+  try {
+    return validateTopicLevel(action, 'action');
+  } catch {
+    return 'unknown';
+  }
 }
 
 /**
@@ -272,8 +281,9 @@ export class ManagementFeature implements Feature {
     this.ctx.log.debug({ action, transaction, status: response.status, error: response.error }, 'request answered');
     const body = JSON.stringify(response);
     const { link, topics, nodeId } = this.ctx;
-    const safeAction = (ACTIONS as readonly string[]).includes(action) ? action : 'unknown';
-    await link.publish(topics.nodeResponse(nodeId, safeAction), body, { qos: 1 });
+    // On response/<action>, whatever the action, known or not (README: request/<action> -> response/<action>);
+    // response/unknown only for a level the topic scheme refuses (empty, white space, too long).
+    await link.publish(topics.nodeResponse(nodeId, responseLevel(action)), body, { qos: 1 });
     const props = packet.properties;
     // MQTT v5 request/response: answer on the response topic with the correlation data, untouched.
     if (props?.responseTopic && !/[+#]/.test(props.responseTopic)) {
