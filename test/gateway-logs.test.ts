@@ -61,6 +61,10 @@ describe.skipIf(notBuilt !== undefined)('agent log lines about its outbox (real 
     expect(agent.lines.filter((l) => l.msg === 'pending update is for a closed round; dropped'), why()).toEqual([]);
     expect(agent.lines.filter((l) => l.msg === 'aggregator offline; pending updates kept'), why()).toEqual([]);
     expect(agent.lines.filter((l) => l.level >= 40), why()).toEqual([]);
+    // Regression: the link's lines said "module":"agent",…,"module":"transport" (one key twice in a JSON line).
+    const raw = agent.stderr().split('\n').filter((l) => l.startsWith('{'));
+    expect(raw.filter((l) => (l.match(/"module":/g) ?? []).length !== 1)).toEqual([]);
+    expect(agent.lines.find((l) => l.msg === 'connected')).toMatchObject({ module: 'agent', component: 'transport', node: 'gw-l1' });
     agent.kill('SIGTERM');
     expect(await agent.exited).toEqual({ code: 0, signal: null });
 

@@ -117,7 +117,8 @@ export class Agent {
     // Under systemd (Type=notify) the agent is ready once its settings and state are in order, not
     // once the broker answers: a gateway that boots with its link down must wait for the broker as
     // a running service (the watchdog fed meanwhile), not be killed at the start timeout in a loop.
-    this.service = serviceNotifier({ log: this.log.child({ module: 'service' }) });
+    // Sub-parts are tagged `component`: this logger already has `module: 'agent'`, and pino would write a second `module` key into the same JSON line.
+    this.service = serviceNotifier({ log: this.log.child({ component: 'service' }) });
     this.service.ready(`node ${nodeId}: connecting to the broker at ${brokerHost(cfg.broker.url)}`);
     this.link = await MqttLink.connect({
       url: cfg.broker.url,
@@ -133,7 +134,7 @@ export class Agent {
       will: { ...this.birth(false), reason: 'connection lost' },
       connectTimeoutMs: this.opts.connectTimeoutMs ?? 0,
       deferBirth: true,
-      log: this.log.child({ module: 'transport' }),
+      log: this.log.child({ component: 'transport' }),
     });
     this.link.on('connect', () => this.bus.emit('connected'));
     // Two agents with one node id take each other's MQTT session over and over, and each finds the
