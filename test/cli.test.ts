@@ -310,6 +310,16 @@ describe('checkpoints', () => {
     expect(second.stderr).toBe(`fedgate: --checkpoint ${path.join(stateDir, 'c.ckpt')} already exists: --resume continues from it, --fresh starts over and overwrites it\n`);
     expect(readFileSync(path.join(stateDir, 'c.ckpt'), 'utf8')).toBe('x');
   }, 60_000);
+
+  // Regression: Node's recursive mkdir looped for ever at full CPU on /proc/nope (ENOENT from procfs).
+  it('a state directory that cannot be made is one line and exit 78, not a hang', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'fg-cli-aggproc-'));
+    const file = path.join(dir, 'aggregator.yaml');
+    writeFileSync(file, 'stateDir: /proc/nope\njob:\n  checkpoint: c.ckpt\n');
+    const r = await fedgate(['aggregator', '--config', file, '--broker', 'mqtt://127.0.0.1:1'], { ms: 15_000 });
+    expect(r.stderr).toBe('fedgate: cannot create the state directory /proc/nope (stateDir / --state-dir): /proc does not take new folders (mkdir /proc/nope: ENOENT)\n');
+    expect(r.code).toBe(78);
+  }, 30_000);
 });
 
 describe('FEMNIST from --data-dir', () => {

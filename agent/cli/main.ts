@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-import { mkdirSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 import { Command, Option } from 'commander';
@@ -13,7 +12,7 @@ import { parseTierMix } from '../sim/tiers';
 import { femnistDir } from '../sim/datasets';
 import { femnistWriterCount, parsePartition } from '../data';
 import { loadConfigFile } from '../config';
-import { resolveStateDir } from '../state';
+import { ensureStateDir, resolveStateDir } from '../state';
 import { addProfileCommand } from './commands/profile';
 import type { RoundRecord } from '../aggregator';
 import { addConfigCommand } from './commands/config';
@@ -118,11 +117,8 @@ async function overlayConfigFile(o: Opts, cmd: Command): Promise<Opts> {
   // Relative paths of the settings file are in the state directory: under systemd the working
   // directory is /, read-only (ProtectSystem=strict), and StateDirectory= is where state belongs.
   const stateDir = resolveStateDir(c.stateDir);
-  const inState = (p: string | undefined) => {
-    if (p === undefined) return undefined;
-    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-    return path.resolve(stateDir, p);
-  };
+  if ([c.job.checkpoint, c.job.modelOut].some((p) => p && !path.isAbsolute(p))) await ensureStateDir(c.stateDir);
+  const inState = (p: string | undefined) => (p === undefined ? undefined : path.resolve(stateDir, p));
   const fromFile: Opts = {
     broker: c.broker.url, username: c.broker.username, password: c.broker.password, maxPacketBytes: c.broker.maxPacketBytes,
     tlsCa: c.broker.tls.ca, tlsCert: c.broker.tls.cert, tlsKey: c.broker.tls.key, tlsVerify: c.broker.tls.rejectUnauthorized,

@@ -72,6 +72,13 @@ async function makeStateDir(dir: string, setting: string): Promise<void> {
   }
 }
 
+/** Creates the state directory `resolveStateDir(configured, env)` names, as the agent does; returns its path. */
+export async function ensureStateDir(configured?: string, env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  const dir = resolveStateDir(configured, env);
+  await makeStateDir(dir, settingOf(configured, env));
+  return dir;
+}
+
 export interface StateDirOptions {
   /** The `stateDir` setting; see resolveStateDir. */
   dir?: string;
