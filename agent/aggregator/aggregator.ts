@@ -1,10 +1,11 @@
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { logger, type Logger } from '../log';
 import { decode, decodedLength, codecLabel } from '../compress';
 import type { ModelSpec } from '../model';
 import {
-  FrameKind, MqttLink, Reassembler, Topics, parseHeartbeat, parseJson, parseNodeState, parseUpdateMeta,
-  type TaskMessage, type UpdateMeta,
+  FrameKind, MqttLink, Reassembler, Topics, parseAggregatorState, parseHeartbeat, parseJson, parseNodeState, parseUpdateMeta,
+  type AggregatorState, type TaskMessage, type UpdateMeta,
 } from '../transport';
 import { type ClientUpdate } from './fedavg';
 import { checkUpdate, UpdateRejected } from './validate';
@@ -84,7 +85,31 @@ export interface AggregatorOptions {
   evaluate?: (params: Float32Array) => Promise<Evaluation>;
   checkpointFile?: string;
   resume?: boolean;
+  /**
+   * How long a new aggregator listens for another one running its fleet before its first round
+   * (default 3 s; see checkForAnother). A third of it once its own state came back and no other
+   * aggregator's online state was retained before it: a running one answers a birth within
+   * milliseconds, the rest is for telling a slow one from a stale retained state.
+   */
+  duplicateCheckSeconds?: number;
   log?: Logger;
+}
+
+/**
+ * Another aggregator runs this fleet. Exit status 78 (EX_CONFIG): a restart cannot fix it, so a
+ * systemd unit lists it in RestartPreventExitStatus.
+ */
+export class AnotherAggregatorError extends Error {
+  override name = 'AnotherAggregatorError';
+  readonly exitCode = 78;
+  constructor(readonly fleet: string, readonly otherSession: number) {
+    super(`another aggregator is running fleet ${fleet} (session ${otherSession}, started ${startedAt(otherSession)}): stop it first, or use another --fleet`);
+  }
+}
+
+function startedAt(session: number): string {
+  const d = new Date(session);
+  return Number.isFinite(d.getTime()) ? d.toISOString() : 'at an unknown time';
 }
 
 export interface RunResult {
@@ -152,12 +177,34 @@ export class Aggregator extends EventEmitter {
   readonly fleet = new Fleet();
   private link?: MqttLink;
   private readonly log: Logger;
+  private linkLog?: Logger;
   private readonly reassembler: Reassembler;
   private current?: OpenRound;
   private params: Float32Array;
   private readonly records: RoundRecord[] = [];
+  /** The last round closed (its state says so: `round` with `open: false`). */
+  private closedRound = 0;
   private stopping = false;
-  private readonly session = Date.now();
+  /** This run's start time (ms): grows on every start; with `instance`, it tells this aggregator from any other. */
+  readonly session = Date.now();
+  private readonly instance = randomBytes(6).toString('hex');
+  /** One aggregator per fleet (see checkForAnother): set once no other one turned up. */
+  private established = false;
+  private refused?: AnotherAggregatorError;
+  /** The last state this aggregator published: answered again, `ts` and all, when another one overwrites it. */
+  private lastState?: Record<string, unknown>;
+  /** Whether our own state came back from the broker, and whether another one's live state was retained before it. */
+  private ownStateSeen = false;
+  private suspect?: AggregatorState;
+  /** Another aggregator's online state is the latest on the topic: our offline state must not overwrite it. */
+  private othersOnTop = false;
+  private readonly checkTimers: NodeJS.Timeout[] = [];
+  private answerTimer?: NodeJS.Timeout;
+  private lastAnswerAt = 0;
+  private subscribing = false;
+  private claimDone?: () => void;
+  /** Resolves when the duplicate check is over: passed, refused, or cut short by a stop. */
+  private readonly claimed = new Promise<void>((resolve) => (this.claimDone = resolve));
   private service?: ServiceNotifier;
   private readonly misfitsSaid = new Set<string>();
   /** Who was asked in the last few rounds, to check late updates. */
@@ -183,7 +230,6 @@ export class Aggregator extends EventEmitter {
 
   async start(): Promise<void> {
     const t = this.opts.topics;
-    const state = (online: boolean) => this.stateMessage(online);
     this.link = await MqttLink.connect({
       url: this.opts.url,
       clientId: this.opts.clientId ?? `fedgate-aggregator-${t.fleet}-${process.pid}`.slice(0, 64),
@@ -193,10 +239,33 @@ export class Aggregator extends EventEmitter {
       protocolVersion: this.opts.protocolVersion,
       maxPacketBytes: this.opts.maxPacketBytes,
       stateTopic: t.aggregatorState,
-      birth: () => state(true),
-      will: state(false),
-      log: this.log.child({ module: 'transport' }),
+      birth: () => (this.lastState = this.stateMessage(true)),
+      will: this.stateMessage(false),
+      // The birth goes out once we listen to aggregator/state: what is retained there before it is history.
+      deferBirth: true,
+      log: (this.linkLog = this.log.child({ module: 'transport' })),
     });
+    // Refused while subscribing (a running aggregator's state came in): the link closes once the
+    // subscriptions are through, and the birth never goes out.
+    this.subscribing = true;
+    try {
+      await this.subscribeAll(t);
+    } catch (err) {
+      if (!this.refused) throw err;
+    } finally {
+      this.subscribing = false;
+    }
+    if (this.refused) {
+      await this.closeLink();
+      throw this.refused;
+    }
+    this.link.announce();
+    this.checkForAnother();
+  }
+
+  private async subscribeAll(t: Topics): Promise<void> {
+    const link = this.link!;
+    await link.subscribe(t.aggregatorState, (_topic, payload, packet) => this.onAggregatorState(payload, packet.retain));
     // A last will is not a verdict: a broker restart sends every node's will, and the node comes
     // back and delivers. A node that stays offline for the grace period has failed its task.
     this.fleet.on('offline', (id: string) => {
@@ -207,7 +276,7 @@ export class Aggregator extends EventEmitter {
       }, (this.opts.offlineGraceSeconds ?? 15) * 1000);
       timer.unref();
     });
-    await this.link.subscribe(t.allNodes('state'), (topic, payload, packet) => {
+    await link.subscribe(t.allNodes('state'), (topic, payload, packet) => {
       if (payload.length === 0) return; // a cleared retained state
       const id = t.parseNodeTopic(topic)?.id;
       const s = parseNodeState(parseJson(payload, 'node state'));
@@ -216,12 +285,12 @@ export class Aggregator extends EventEmitter {
       // so a stale retained "online" cannot conjure up a phantom node.
       this.fleet.onState(s, { retained: packet.retain });
     });
-    await this.link.subscribe(t.allNodes('heartbeat'), (topic, payload) => {
+    await link.subscribe(t.allNodes('heartbeat'), (topic, payload) => {
       const hb = parseHeartbeat(parseJson(payload, 'heartbeat'));
       if (hb.node === t.parseNodeTopic(topic)?.id) this.fleet.onHeartbeat(hb);
     }, 0);
-    await this.link.subscribe(t.allNodes('update'), (topic, payload) => this.onUpdateFrame(topic, payload));
-    await this.link.subscribe(t.allNodes('profile'), (topic, payload) => {
+    await link.subscribe(t.allNodes('update'), (topic, payload) => this.onUpdateFrame(topic, payload));
+    await link.subscribe(t.allNodes('profile'), (topic, payload) => {
       const id = t.parseNodeTopic(topic)?.id;
       if (!id || payload.length === 0) return;
       this.fleet.onProfile(id, summarizeProfile(parseJson(payload, 'profile')));
@@ -230,6 +299,7 @@ export class Aggregator extends EventEmitter {
 
   async run(): Promise<RunResult> {
     if (!this.link) await this.start();
+    if (this.refused) throw this.refused;
     let first = 1;
     if (this.opts.resume && this.opts.checkpointFile) {
       const ckpt = await loadCheckpoint<CheckpointState>(this.opts.checkpointFile);
@@ -245,6 +315,7 @@ export class Aggregator extends EventEmitter {
       this.service.status(`round ${round} of ${this.opts.rounds}`);
       const before = this.params;
       await this.waitForClients();
+      await this.claimed; // no round before the fleet is known to be ours (at once after the first)
       if (this.stopping) break;
       const record = await this.runRound(round);
       if (this.stopping) {
@@ -260,6 +331,7 @@ export class Aggregator extends EventEmitter {
       }
       this.emit('round', record);
     }
+    if (this.refused) throw this.refused;
     const last = this.records[this.records.length - 1];
     const final = last?.accuracy !== undefined ? { accuracy: last.accuracy, loss: last.loss ?? NaN } : undefined;
     return { params: this.params, rounds: [...this.records], final };
@@ -267,21 +339,132 @@ export class Aggregator extends EventEmitter {
 
   async stop(): Promise<void> {
     this.service?.stopping();
-    this.stopping = true;
-    this.current?.plan.tasks.forEach((t) => this.current?.fail(t.node, 'aggregator stopping'));
-    await this.link?.close(this.stateMessage(false));
+    this.halt('aggregator stopping');
+    // Our offline state, unless we are a newcomer stopped while it checks and another aggregator's
+    // state is (or was, before our birth) the latest there: ours must not overwrite a running one's.
+    const quietly = this.refused !== undefined || (!this.established && (this.othersOnTop || this.suspect !== undefined));
+    await this.closeLink(quietly ? undefined : this.stateMessage(false));
   }
 
-  /** Retained on aggregator/state: nodes read `round` and `open` to tell whether a pending update is still wanted. */
+  private halt(reason: string): void {
+    this.stopping = true;
+    this.checkTimers.forEach(clearTimeout);
+    clearTimeout(this.answerTimer);
+    this.claimDone?.();
+    this.current?.plan.tasks.forEach((t) => this.current?.fail(t.node, reason));
+  }
+
+  /**
+   * Retained on aggregator/state: nodes read `round` and `open` to tell whether a pending update is
+   * still wanted. While it checks for another aggregator (`starting`), an online state carries
+   * neither, so gateways ignore a newcomer that is about to refuse.
+   */
   private stateMessage(online: boolean): Record<string, unknown> {
-    return { online, role: 'aggregator', session: this.session, round: this.current?.round ?? this.records.length, open: online && this.current !== undefined, ts: Date.now() };
+    const id = { online, role: 'aggregator', session: this.session, instance: this.instance };
+    if (online && !this.established) return { ...id, starting: true, ts: Date.now() };
+    return { ...id, round: this.current?.round ?? Math.max(this.closedRound, this.records.length), open: online && this.current !== undefined, ts: Date.now() };
   }
 
   private publishState(): void {
     // Once stopping, the link is closing and publishes the final (offline) state itself.
     if (this.stopping) return;
-    this.link?.publishJson(this.opts.topics.aggregatorState, this.stateMessage(true), { retain: true })
+    this.publishRetained(this.lastState = this.stateMessage(true));
+  }
+
+  private publishRetained(state: Record<string, unknown>): void {
+    this.link?.publishJson(this.opts.topics.aggregatorState, state, { retain: true })
       .catch((err) => this.log.warn({ err: (err as Error).message }, 'aggregator state not published'));
+  }
+
+  /**
+   * One aggregator per fleet. Every aggregator listens to its fleet's aggregator/state and answers
+   * another one's state (its birth, or a newcomer's offline state that overwrote ours) with its own,
+   * so the retained state stays the running one's and the newcomer hears of it. A newcomer runs no
+   * round for `duplicateCheckSeconds` after its birth: a live state (not a retained copy: that may
+   * be the history of an aggregator that died with the broker down) of one that outranks it makes
+   * it refuse. A running aggregator outranks a starting one, then the earlier session wins (two
+   * started at once; also two running after the broker kept them apart).
+   */
+  private checkForAnother(): void {
+    const full = (this.opts.duplicateCheckSeconds ?? 3) * 1000;
+    const quiet = setTimeout(() => {
+      if (this.ownStateSeen && !this.suspect) this.establish();
+    }, full / 3);
+    this.checkTimers.push(quiet, setTimeout(() => this.establish(), full));
+  }
+
+  private establish(): void {
+    if (this.established || this.stopping) return;
+    this.established = true;
+    this.checkTimers.forEach(clearTimeout);
+    if (!this.ownStateSeen) {
+      this.log.warn({ topic: this.opts.topics.aggregatorState }, 'this aggregator\'s state did not come back from the broker: gateways and other aggregators may not see it (check the broker ACL: the aggregator must read and write its fleet\'s aggregator/state)');
+    }
+    if (this.suspect) this.log.info({ session: this.suspect.session }, 'the retained state of another aggregator was not confirmed: taken for the history of one that is gone');
+    this.publishState(); // now with round and open, for the gateways
+    this.claimDone?.();
+  }
+
+  private onAggregatorState(payload: Buffer, retained: boolean): void {
+    let s: AggregatorState | undefined;
+    try {
+      if (payload.length > 0) s = parseAggregatorState(parseJson(payload, 'aggregator state'));
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'aggregator state not understood');
+    }
+    if (s && s.session === this.session && s.instance === this.instance) {
+      this.ownStateSeen = true;
+      this.othersOnTop = false;
+      return;
+    }
+    this.othersOnTop = s?.online === true;
+    if (this.stopping) return;
+    if (s?.online && !retained && this.outranks(s)) return this.refuse(s);
+    if (retained && !this.established) {
+      // History, retained before our birth (which follows it, so it needs no answer): a running
+      // aggregator, or one gone without its last will (the broker was down). A live one answers
+      // our birth; until the check is over, no round.
+      if (s?.online && this.outranks(s)) this.suspect ??= s;
+      return;
+    }
+    // Anything else another one wrote there (its birth or offline state, a cleared topic): say we
+    // are here, and keep the retained state ours.
+    this.answer();
+  }
+
+  /** Lower wins: a running aggregator before a starting one, then the earlier session, then the instance id. */
+  private outranks(s: AggregatorState): boolean {
+    const theirs: [number, number, string] = [s.starting === true ? 1 : 0, s.session, s.instance ?? ''];
+    const ours: [number, number, string] = [this.established ? 0 : 1, this.session, this.instance];
+    for (let i = 0; i < 3; i++) if (theirs[i] !== ours[i]) return theirs[i] < ours[i];
+    return false;
+  }
+
+  /** Publishes our last state again, `ts` and all (gateways take it for a replay and send nothing twice); at most 4 times a second. */
+  private answer(): void {
+    if (this.answerTimer || this.stopping) return;
+    this.answerTimer = setTimeout(() => {
+      this.answerTimer = undefined;
+      this.lastAnswerAt = Date.now();
+      if (this.stopping || !this.link?.connected) return;
+      this.publishRetained(this.lastState ?? (this.lastState = this.stateMessage(true)));
+    }, Math.max(0, this.lastAnswerAt + 250 - Date.now()));
+  }
+
+  /** Another aggregator runs this fleet: stop at once, without a word on aggregator/state (ours would overwrite its state; a clean disconnect sends no will). */
+  private refuse(s: AggregatorState): void {
+    if (this.refused) return;
+    this.refused = new AnotherAggregatorError(this.opts.topics.fleet, s.session);
+    this.log.info({ otherSession: s.session, otherInstance: s.instance, otherStarting: s.starting === true, session: this.session, established: this.established }, 'another aggregator runs this fleet; stopping this one');
+    this.halt('another aggregator runs this fleet');
+    if (!this.subscribing) this.closeLink().catch(() => undefined); // else start() closes it
+  }
+
+  private closeLink(finalState?: Record<string, unknown>): Promise<void> {
+    // Teardown noise is no news: a PUBACK mqtt.js writes after DISCONNECT for a message still
+    // arriving makes some brokers (mosquitto) reset the connection ("read ECONNRESET").
+    if (this.linkLog && this.linkLog.levelVal < 50) this.linkLog.level = 'error';
+    return this.link?.close(finalState) ?? Promise.resolve();
   }
 
   private async waitForClients(): Promise<void> {
@@ -346,6 +529,7 @@ export class Aggregator extends EventEmitter {
     clearTimeout(timer);
     open.closed = true;
     this.current = undefined;
+    this.closedRound = round;
     this.publishState();
     for (const t of plan.tasks) {
       if (open.results.has(t.node) || open.failures.has(t.node)) continue;

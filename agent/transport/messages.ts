@@ -32,6 +32,22 @@ export interface NodeState {
   ts: number;
 }
 
+/**
+ * Retained on `aggregator/state`. `session` (the start time, ms) and `instance` (random per process)
+ * tell two aggregators apart; `starting` marks one still checking that no other runs its fleet (it
+ * carries no `round`/`open` then, so gateways take no notice of it).
+ */
+export interface AggregatorState {
+  online: boolean;
+  role?: string;
+  session: number;
+  instance?: string;
+  starting?: boolean;
+  round?: number;
+  open?: boolean;
+  ts?: number;
+}
+
 export interface Heartbeat {
   node: string;
   session: number;
@@ -93,6 +109,11 @@ const schemas = {
     type: 'object',
     required: ['online', 'node', 'session', 'ts'],
     properties: { online: { type: 'boolean' }, node: { type: 'string', minLength: 1 }, session: { type: 'number' }, version: { type: 'string' }, samples: int(), features: int(), labels: int(), backend: { type: 'string' }, codec: codecChoice, instance: { type: 'string' }, ts: { type: 'number' } },
+  },
+  aggregatorState: {
+    type: 'object',
+    required: ['online', 'session'],
+    properties: { online: { type: 'boolean' }, role: { type: 'string' }, session: { type: 'number' }, instance: { type: 'string' }, starting: { type: 'boolean' }, round: int(), open: { type: 'boolean' }, ts: { type: 'number' } },
   },
   heartbeat: {
     type: 'object',
@@ -162,6 +183,7 @@ export function parseJson(payload: Buffer | string, what: string): unknown {
 }
 
 export const parseNodeState = parser<NodeState>('nodeState');
+export const parseAggregatorState = parser<AggregatorState>('aggregatorState');
 export const parseHeartbeat = parser<Heartbeat>('heartbeat');
 export const parseTask = parser<TaskMessage>('task');
 export const parseUpdateMeta = parser<UpdateMeta>('updateMeta');
