@@ -135,7 +135,7 @@ describe.each(brokers)('one aggregator per fleet, over %s', (_name, startBroker)
       const tookMs = Date.now() - t0;
       await b.agg.stop(); // as the job does on its way out: still nothing published
       expect(refusedWith(err)).toEqual({ message: refusal(topics.fleet, a.agg.session), exitCode: 78, isError: true });
-      expect(tookMs).toBeLessThan(1000); // the running one answered its birth: no waiting out the check
+      expect(tookMs).toBeLessThan(2900); // the running one answered its birth: no waiting out the 3 s check
       const roundsAtRefusal = a.rounds.length;
       await until(() => a.rounds.length >= roundsAtRefusal + 2, 10_000, 'two more rounds of the first aggregator');
       // The newcomer's only message, if any (a round state of the running one may come before it): its
@@ -187,6 +187,26 @@ describe.each(brokers)('one aggregator per fleet, over %s', (_name, startBroker)
     expect(await retained(broker.url, topics)).toMatchObject({ online: false, session: a.agg.session });
   }, 60_000);
 
+  // Regression: the default client id was fedgate-aggregator-<fleet>-<pid>, the same for two
+  // containers whose aggregator is pid 1: they took each other's connection over and never met.
+  it('two aggregators with the default client id (one process: one pid) still meet, and the second refuses', async () => {
+    const topics = newFleet('defaultid');
+    const w = await watch(broker.url, topics);
+    const node = await fakeNode(broker.url, topics, 'gw-1');
+    const a = await running(broker.url, topics, 'a', w, { clientId: undefined });
+    try {
+      const b = aggregator(broker.url, topics, 'b', { clientId: undefined });
+      const err = await b.agg.run().then(() => undefined, (e: unknown) => e);
+      await b.agg.stop();
+      expect(refusedWith(err)).toEqual({ message: refusal(topics.fleet, a.agg.session), exitCode: 78, isError: true });
+      expect(a.warnings()).toEqual([]);
+    } finally {
+      await a.agg.stop();
+      await node.close();
+      await w.close();
+    }
+  }, 30_000);
+
   it('a stale retained online state (its aggregator died while the broker was down: no last will) holds the first round back by the check (3 s), then the newcomer runs', async () => {
     const topics = newFleet('stale');
     const stale = { online: true, role: 'aggregator', session: 1_700_000_000_000, instance: 'gone', round: 7, open: true, ts: 1_700_000_100_000 };
@@ -200,7 +220,7 @@ describe.each(brokers)('one aggregator per fleet, over %s', (_name, startBroker)
       expect(res.rounds.map((r) => [r.round, r.participants])).toEqual([[1, 1]]);
       const waited = node.tasks[0].at - t0;
       expect(waited).toBeGreaterThanOrEqual(3000);
-      expect(waited).toBeLessThan(5000);
+      expect(waited).toBeLessThan(15_000);
       expect(a.lines.map((l) => l.msg)).toContain('the retained state of another aggregator was not confirmed: taken for the history of one that is gone');
       expect(a.warnings()).toEqual([]);
       await w.latest({ online: true, session: a.agg.session, round: 1, open: false });

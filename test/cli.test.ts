@@ -264,6 +264,12 @@ describe('checkpoints', () => {
     expect(fromFile.stdout).toBe(`nothing to do: checkpoint ${ckpt} already holds round 1, and the job asks for 1 round (ask for more rounds to train on; nothing was written)\n`);
     expect(fromFile.code, fromFile.stderr).toBe(0);
 
+    // Regression: "checkpoint has 12730 params, the model 25450", naming neither models nor the way out.
+    const other = await fedgate([...base.map((a) => (a === '16' ? '32' : a)), '--rounds', '2', '--resume'], { ms: 60_000 });
+    expect(other.stderr).toBe(`fedgate: checkpoint ${ckpt} holds a 784-16-10 model (12730 params), this job's is 784-32-10 (25450 params): resume with the --dataset and --hidden it was made with, or --fresh to start over\n`);
+    expect(other.code).toBe(1);
+    expect(statSync(ckpt).mtimeMs).toBe(written);
+
     const both = await fedgate([...base, '--resume', '--fresh']);
     expect(both.stderr).toBe('fedgate: --resume and --fresh exclude each other: continue from the checkpoint, or start over\n');
     expect(statSync(ckpt).mtimeMs).toBe(written);

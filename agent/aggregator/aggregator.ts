@@ -232,7 +232,9 @@ export class Aggregator extends EventEmitter {
     const t = this.opts.topics;
     this.link = await MqttLink.connect({
       url: this.opts.url,
-      clientId: this.opts.clientId ?? `fedgate-aggregator-${t.fleet}-${process.pid}`.slice(0, 64),
+      // Unique by default: two aggregators with one client id take each other's connection over in
+      // turns and never see each other (two containers both have pid 1).
+      clientId: this.opts.clientId ?? `fedgate-aggregator-${t.fleet.slice(0, 32)}-${this.instance}`,
       username: this.opts.username,
       password: this.opts.password,
       tls: this.opts.tls,
@@ -303,7 +305,12 @@ export class Aggregator extends EventEmitter {
     let first = 1;
     if (this.opts.resume && this.opts.checkpointFile) {
       const ckpt = await loadCheckpoint<CheckpointState>(this.opts.checkpointFile);
-      if (ckpt.params.length !== this.params.length) throw new Error(`checkpoint has ${ckpt.params.length} params, the model ${this.params.length}`);
+      const shape = (spec: ModelSpec | undefined) => (spec ? [spec.inputSize, ...spec.layers.map((l) => l.units)].join('-') : undefined);
+      const theirs = shape(ckpt.state.spec);
+      if (ckpt.params.length !== this.params.length || (theirs !== undefined && theirs !== shape(this.opts.spec))) {
+        throw new Error(`checkpoint ${this.opts.checkpointFile} holds a ${theirs ?? 'other'} model (${ckpt.params.length} params), this job's is ${shape(this.opts.spec)} (${this.params.length} params): ` +
+          'resume with the --dataset and --hidden it was made with, or --fresh to start over');
+      }
       this.params = ckpt.params;
       this.records.push(...(ckpt.state.rounds ?? []));
       first = ckpt.round + 1;

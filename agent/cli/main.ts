@@ -198,7 +198,7 @@ export function buildCli(): Command {
 
   tlsOptions(jobOptions(brokerOptions(program.command('aggregator').description('run the rounds of a federated job against a broker'), false,
     logLevelOption('log level (with --config: its logging.level, unless given here)'))))
-    .option('--client-id <id>', 'MQTT client id (default: fedgate-aggregator-<fleet>-<pid>)')
+    .option('--client-id <id>', 'MQTT client id (default: fedgate-aggregator-<fleet>-<random>, new on every start)')
     .addOption(new Option('--protocol-version <v>', 'MQTT protocol version').choices(['4', '5']).argParser((v) => Number(v)))
     .option('--config <file>', 'settings file (YAML or JSON; see `fedgate config schema --role aggregator`); flags given explicitly override it')
     .option('--min-clients <n>', 'nodes to wait for before each round', int(1), 1)
