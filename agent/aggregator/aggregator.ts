@@ -177,7 +177,6 @@ export class Aggregator extends EventEmitter {
   readonly fleet = new Fleet();
   private link?: MqttLink;
   private readonly log: Logger;
-  private linkLog?: Logger;
   private readonly reassembler: Reassembler;
   private current?: OpenRound;
   private params: Float32Array;
@@ -245,7 +244,7 @@ export class Aggregator extends EventEmitter {
       will: this.stateMessage(false),
       // The birth goes out once we listen to aggregator/state: what is retained there before it is history.
       deferBirth: true,
-      log: (this.linkLog = this.log.child({ module: 'transport' })),
+      log: this.log.child({ component: 'transport' }),
     });
     // Refused while subscribing (a running aggregator's state came in): the link closes once the
     // subscriptions are through, and the birth never goes out.
@@ -316,7 +315,7 @@ export class Aggregator extends EventEmitter {
       first = ckpt.round + 1;
       this.log.info({ round: ckpt.round }, 'resumed from checkpoint');
     }
-    this.service ??= serviceNotifier({ log: this.log.child({ module: 'service' }) });
+    this.service ??= serviceNotifier({ log: this.log.child({ component: 'service' }) });
     this.service.ready(`aggregator of fleet ${this.opts.topics.fleet}, from round ${first} of ${this.opts.rounds}`);
     for (let round = first; round <= this.opts.rounds && !this.stopping; round++) {
       this.service.status(`round ${round} of ${this.opts.rounds}`);
@@ -468,9 +467,6 @@ export class Aggregator extends EventEmitter {
   }
 
   private closeLink(finalState?: Record<string, unknown>): Promise<void> {
-    // Teardown noise is no news: a PUBACK mqtt.js writes after DISCONNECT for a message still
-    // arriving makes some brokers (mosquitto) reset the connection ("read ECONNRESET").
-    if (this.linkLog && this.linkLog.levelVal < 50) this.linkLog.level = 'error';
     return this.link?.close(finalState) ?? Promise.resolve();
   }
 

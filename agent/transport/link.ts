@@ -142,9 +142,10 @@ export class MqttLink extends EventEmitter {
       this.emit('connect');
     });
     client.on('error', (err) => {
-      // While closing, a message that arrives after DISCONNECT was written still gets its PUBACK
-      // written by mqtt.js, which fails harmlessly with ERR_STREAM_WRITE_AFTER_END.
-      if (this.closed && (err as NodeJS.ErrnoException).code === 'ERR_STREAM_WRITE_AFTER_END') this.log.debug({ err: err.message }, 'mqtt error while closing');
+      // While closing, errors are teardown noise: a message that arrives after DISCONNECT was
+      // written still gets its PUBACK written by mqtt.js (ERR_STREAM_WRITE_AFTER_END), and some
+      // brokers (mosquitto) reset the connection for it (ECONNRESET).
+      if (this.closed) this.log.debug({ err: err.message }, 'mqtt error while closing');
       else this.log.warn({ err: err.message }, 'mqtt error');
     });
   }
