@@ -149,7 +149,7 @@ export function buildCli(): Command {
     .option('--partition <spec>', 'how data is split: iid, dirichlet:<alpha>, or owner (FEMNIST: whole writers per gateway; --clients at most the writers)', 'dirichlet:0.5')
     .option('--max-samples <n>', 'cap on each gateway\'s training rows (quick runs)', int(1))
     .addOption(new Option('--mode <mode>', 'processes: one OS process per gateway over a real broker; virtual: a virtual clock with device models (large fleets)').choices(['processes', 'virtual']).default('processes'))
-    .option('--tiers <mix>', 'device tiers and shares, e.g. pi3:25,pi4:25,jetson:25,x86:25 (built in: pi3, pi4, jetson, x86); processes mode slows each gateway process to its tier')
+    .option('--tiers <mix>', 'device tiers and their relative shares (weights, need not add up to 100), e.g. pi3:25,pi4:25,jetson:25,x86:25 (built in: pi3, pi4, jetson, x86); processes mode slows each gateway process to its tier')
     .option('--trace <file>', 'virtual mode: a JSON trace of devices (compute, bandwidth, availability windows) instead of --tiers')
     .option('--time-budget <seconds>', 'virtual mode: stop after this much simulated time (without --rounds, the budget alone ends the run)', positive)
     .option('--time-scale <x>', 'processes mode with --tiers: simulated seconds per real second', positive, 10)
