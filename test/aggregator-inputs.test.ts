@@ -93,9 +93,11 @@ describe('the aggregator facing bad and repeated input', () => {
       await fakeNode(broker.url, 'gw-csv', send('gw-csv'), { features: 3, labels: 2 }),
       await fakeNode(broker.url, 'gw-classes', send('gw-classes'), { features: 4, labels: 5 }),
     ];
+    const lines: { level: number; msg: string; live?: number; fitting?: number }[] = [];
     const agg = new Aggregator({
       url: broker.url, topics, spec, initialParams: initial, rounds: 1, minClients: 2, waitForClientsSeconds: 2, seed: 1, graceSeconds: 1,
       strategy: new FedAvgStrategy({ clientsPerRound: 0, epochs: 1, batchSize: 10, lr: 0.1, codec: { codec: 'none' }, deadlineSeconds: 5, seed: 1 }),
+      log: pino({ level: 'warn' }, { write: (line: string) => void lines.push(JSON.parse(line)) }),
     });
     try {
       const r = (await agg.run()).rounds[0];
@@ -105,6 +107,9 @@ describe('the aggregator facing bad and repeated input', () => {
         { node: 'gw-csv', reason: 'its data has 3 values a row; the model takes 4' },
         { node: 'gw-classes', reason: 'its labels go up to 4; the model has 2 classes' },
       ]));
+      // Regression: it warned "live: 3, want: 2 … not enough nodes online", contradicting itself.
+      const wait = lines.find((l) => l.msg.startsWith('not enough nodes'));
+      expect(wait).toMatchObject({ live: 3, fitting: 1, msg: 'not enough nodes online whose data fits this job\'s model (2 of the 3 live do not, or hold no data); running the round with those there are' });
     } finally {
       await agg.stop();
       await Promise.all(clients.map((c) => c.endAsync()));

@@ -80,6 +80,14 @@ describe('codecs end to end over MQTT', () => {
         expect(r.bytesUp).toBeGreaterThan(payloadBytes(P, { codec: 'int4' }) + payloadBytes(P, { codec: 'int8' }));
         expect(r.bytesUp).toBeLessThan(payloadBytes(P, { codec: 'int4' }) + payloadBytes(P, { codec: 'int8' }) + 1200);
       }
+      // Regression: with a codec pinned for the job, the report said int8 for gw-a, which encoded
+      // with its own int4 pin all the same. The node's pin wins, and the report says so.
+      const pinnedJob = await runAggregatorJob(job(broker.url, 'codec2', { codec: 'int8' }));
+      for (const r of pinnedJob.rounds) {
+        expect(Object.fromEntries(r.tasks.map((t) => [t.node, t.codec]))).toEqual({ 'gw-a': 'int4', 'gw-b': 'int8' });
+        expect(r.bytesUp).toBeGreaterThan(payloadBytes(P, { codec: 'int4' }) + payloadBytes(P, { codec: 'int8' }));
+        expect(r.bytesUp).toBeLessThan(payloadBytes(P, { codec: 'int4' }) + payloadBytes(P, { codec: 'int8' }) + 1200);
+      }
     } finally {
       await Promise.all(agents.map(stop));
     }

@@ -474,7 +474,11 @@ export class Aggregator extends EventEmitter {
     const deadline = Date.now() + this.opts.waitForClientsSeconds * 1000;
     while (this.fleet.live().filter((n) => n.samples > 0 && !this.misfit(n)).length < this.opts.minClients && !this.stopping) {
       if (Date.now() > deadline) {
-        this.log.warn({ live: this.fleet.live().length, want: this.opts.minClients }, 'not enough nodes online; running the round with those there are');
+        const live = this.fleet.live();
+        const fitting = live.filter((n) => n.samples > 0 && !this.misfit(n)).length;
+        this.log.warn({ live: live.length, fitting, want: this.opts.minClients },
+          fitting < live.length ? `not enough nodes online whose data fits this job's model (${live.length - fitting} of the ${live.length} live do not, or hold no data); running the round with those there are`
+            : 'not enough nodes online; running the round with those there are');
         return;
       }
       await sleep(100);

@@ -157,8 +157,8 @@ async function connectQuietly(aggregator: Aggregator, log: Logger): Promise<void
 export function buildStrategy(opts: Pick<JobOptions, 'strategy' | 'codec' | 'clientsPerRound' | 'epochs' | 'batchSize' | 'lr' | 'deadlineSeconds' | 'seed' | 'overcommit' | 'targetQuantile' | 'maxIdleRounds'>, params: number): Strategy {
   const fixed: CodecChoice = opts.codec === 'auto' ? { codec: 'int8' } : opts.codec;
   if (opts.strategy === 'fedavg') {
-    // A codec pinned for the fleet wins; with 'auto', a node's own pin, else int8.
-    const codecFor = opts.codec === 'auto' ? (n: { pinnedCodec?: CodecChoice }) => n.pinnedCodec ?? fixed : undefined;
+    // A node's own pin wins (the agent encodes with it whatever the task says), then the job's codec.
+    const codecFor = (n: { pinnedCodec?: CodecChoice }) => n.pinnedCodec ?? fixed;
     return new FedAvgStrategy({ clientsPerRound: opts.clientsPerRound, epochs: opts.epochs, batchSize: opts.batchSize, lr: opts.lr, codec: fixed, codecFor, deadlineSeconds: opts.deadlineSeconds, seed: opts.seed });
   }
   return new BalancedStrategy({
@@ -174,7 +174,7 @@ export function buildStrategy(opts: Pick<JobOptions, 'strategy' | 'codec' | 'cli
     maxIdleRounds: opts.maxIdleRounds,
     maxDeadlineSeconds: opts.deadlineSeconds,
     codecFor: (node, budget) => {
-      const pinned = opts.codec !== 'auto' ? opts.codec : node.pinnedCodec;
+      const pinned = node.pinnedCodec ?? (opts.codec !== 'auto' ? opts.codec : undefined);
       // Lossless float32 is never chosen automatically: int8 is the floor (≤ 0.3 points, 4× fewer bytes).
       return chooseCodec({ paramCount: params, upBytesPerSecond: node.profile?.upBytesPerSecond ?? null, uploadBudgetSeconds: budget, pinned, allowed: ['int8', 'int4', 'topk', 'topk-int8'] }).codec as CodecChoice;
     },
