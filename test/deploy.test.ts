@@ -128,8 +128,18 @@ describe('fedgate install-service', () => {
       'systemctl status fedgate-agent.service',
       'journalctl -u fedgate-agent -f',
     ]);
-    expect(r.warnings).toContain('/opt/fedgate/dist/agent/cli/main.js does not exist yet: install the built package there (npm ci && npm run build, then copy package.json, dist/, node_modules/ and build/)');
+    expect(r.warnings).toContain('/opt/fedgate/dist/agent/cli/main.js does not exist yet: install the built package there (npm ci && npm run build, then copy package.json, dist/, node_modules/, build/ and deploy/)');
     if (!skipAnalyze) expect(verify(unit, 'fedgate-agent.service')).toEqual({ status: 0, problems: [] });
+  });
+
+  // Regression: an install copied as the README said (without deploy/) failed with a raw
+  // "ENOENT: no such file or directory, open '/opt/fedgate/deploy/fedgate-agent.service'".
+  it('an install without its deploy/ templates is one clear error, and nothing is written', async () => {
+    const root = mkdtempSync(path.join(tmp, 'install-nodeploy-'));
+    const opts = { role: 'agent' as const, prefix: path.join(root, 'units'), configDir: path.join(root, 'etc'), installDir: path.join(root, 'opt'), node: process.execPath, deployDir: path.join(root, 'opt', 'deploy') };
+    await expect(installService(opts)).rejects.toThrow(`the template ${path.join(root, 'opt', 'deploy', 'fedgate-agent.service')} is missing: install deploy/ with the package (copy package.json, dist/, node_modules/, build/ and deploy/)`);
+    expect(existsSync(opts.prefix)).toBe(false);
+    expect(existsSync(opts.configDir)).toBe(false);
   });
 
   it('writes Type=exec, with a warning, where the install has no native addon that loads; Type=notify where it has', async () => {
@@ -174,6 +184,10 @@ describe('fedgate install-service', () => {
     const opts = { role: 'aggregator' as const, prefix: path.join(root, 'units'), configDir: path.join(root, 'etc'), installDir: '/srv/fedgate', node: process.execPath };
     const first = await installService(opts);
     expect(readFileSync(first.unitFile, 'utf8')).toMatch(new RegExp(`^ExecStart=${process.execPath.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} /srv/fedgate/dist/agent/cli/main.js aggregator --config ${opts.configDir}/aggregator.yaml$`, 'm'));
+    // Regression: the starter pinned int8 for the whole fleet (no per-link choice) and named its
+    // binary checkpoint checkpoint.json.
+    const starter = await loadConfigFile(first.configFile, 'aggregator', { env: {} });
+    expect([starter.compression.codec, starter.job.checkpoint]).toEqual(['auto', 'aggregator.ckpt']);
     writeFileSync(first.configFile, 'job:\n  rounds: 3\n');
     const again = await installService(opts);
     expect(again.actions.map((a) => a.action)).toEqual(['unchanged', 'kept', 'kept']);

@@ -116,9 +116,13 @@ export async function installService(o: InstallServiceOptions): Promise<InstallS
   const unitName = `fedgate-${o.role}.service`;
 
   const problem = o.notify === undefined ? notifyProblem(installDir, node) : o.notify ? undefined : `${path.join(installDir, ADDON_IN_INSTALL)} is not used`;
-  const rendered = renderUnit(await fs.readFile(path.join(deployDir, unitName), 'utf8'), { node, installDir, configDir });
+  const template = async (name: string) => fs.readFile(path.join(deployDir, name), 'utf8').catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err;
+    throw new Error(`the template ${path.join(deployDir, name)} is missing: install deploy/ with the package (copy package.json, dist/, node_modules/, build/ and deploy/)`);
+  });
+  const rendered = renderUnit(await template(unitName), { node, installDir, configDir });
   const unit = problem ? execUnit(rendered, problem) : rendered;
-  const starter = (await fs.readFile(path.join(deployDir, `${o.role}.yaml`), 'utf8')).replace(/\/etc\/fedgate\//g, `${configDir}/`);
+  const starter = (await template(`${o.role}.yaml`)).replace(/\/etc\/fedgate\//g, `${configDir}/`);
   const unitFile = path.join(prefix, unitName);
   const configFile = path.join(configDir, `${o.role}.yaml`);
   const envFile = path.join(configDir, `${o.role}.env`);
@@ -140,7 +144,7 @@ export async function installService(o: InstallServiceOptions): Promise<InstallS
 
   const warnings: string[] = [];
   const main = path.join(installDir, 'dist/agent/cli/main.js');
-  if (!existsSync(main)) warnings.push(`${main} does not exist yet: install the built package there (npm ci && npm run build, then copy package.json, dist/, node_modules/ and build/)`);
+  if (!existsSync(main)) warnings.push(`${main} does not exist yet: install the built package there (npm ci && npm run build, then copy package.json, dist/, node_modules/, build/ and deploy/)`);
   if (problem) warnings.push(`${problem}: the unit is Type=exec, without readiness or watchdog (build the addon and run install-service --force again for Type=notify)`);
   if (!existsSync(node)) warnings.push(`${node} does not exist: pass --node with the path of Node 20 (\`command -v node\`)`);
   if (/^\/(home|root|run\/user)(\/|$)/.test(installDir) || /^\/(home|root)(\/|$)/.test(node)) {
