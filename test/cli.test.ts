@@ -235,7 +235,7 @@ describe('output files are checked before any work', () => {
     // Regression: the documented "no model", `--model-out ''`, was refused the same way.
     const none = await fedgate(['simulate', '--mode', 'virtual', '--model-out', '', '--strategy', 'fedavg', '--clients', '2', '--clients-per-round', '2', '--tiers', 'x86', '--partition', 'iid', '--rounds', '1', '--max-samples', '50', '--epochs', '1', '--hidden', '16'], { ms: 60_000 });
     expect(none.code, none.stderr).toBe(0);
-    expect(none.stdout).toMatch(/^round 1\/1  t=\S+ s  participants 2\/2  [^]*\ndone: 1 rounds, /);
+    expect(none.stdout).toMatch(/^round 1\/1  t=\S+ s  participants 2\/2  [^]*\ndone: 1 round, /);
   }, 60_000);
 });
 

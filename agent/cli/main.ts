@@ -39,13 +39,17 @@ function checkOwnerPartition(o: Opts, mode: 'processes' | 'virtual'): void {
   if (o.clients > writers) throw new Error(`--partition owner: --clients ${o.clients} is more than the ${writers} FEMNIST writers (each gateway holds whole writers); use at most ${writers}`);
 }
 
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
 function printSummary(report: JobReport): void {
   if (report.nothingToDo) return void process.stdout.write(report.nothingToDo + '\n');
   const up = report.rounds.reduce((s, r) => s + r.bytesUp, 0);
   const down = report.rounds.reduce((s, r) => s + r.bytesDown, 0);
   const f = report.final;
   process.stdout.write(
-    `done: ${report.rounds.length} rounds in ${report.seconds.toFixed(1)} s` +
+    `done: ${plural(report.rounds.length, 'round')} in ${report.seconds.toFixed(1)} s` +
       (f ? `, final accuracy ${f.accuracy.toFixed(4)}, loss ${f.loss.toFixed(4)}` : '') +
       `, ${byteSize(up)} up, ${byteSize(down)} down` +
       (report.modelFile ? `, model in ${report.modelFile}` : '') + '\n',
@@ -165,7 +169,7 @@ export function buildCli(): Command {
         const { runVirtualJob, formatVirtualRound } = await import('../sim/run-virtual');
         const res = await runVirtualJob({ ...jobFrom(o), rounds, clients: o.clients, partition: o.partition, tiers: o.tiers, trace: o.trace, timeBudgetSeconds: o.timeBudget, maxSamples: o.maxSamples }, (r) => process.stdout.write(formatVirtualRound(r, rounds) + '\n'));
         const last = res.rounds.at(-1);
-        process.stdout.write(`done: ${res.rounds.length} rounds, ${last?.end.toFixed(0) ?? 0} s simulated, final accuracy ${last?.accuracy.toFixed(4) ?? '-'}\n`);
+        process.stdout.write(`done: ${plural(res.rounds.length, 'round')}, ${last?.end.toFixed(0) ?? 0} s simulated, final accuracy ${last?.accuracy.toFixed(4) ?? '-'}\n`);
         return;
       }
       if (o.trace || o.timeBudget) throw new Error('--trace and --time-budget need --mode virtual');
