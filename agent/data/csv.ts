@@ -131,6 +131,12 @@ export interface CsvDatasetOptions {
   owner?: string;
   /** A file without the owner column is fine (the column is only kept out of the features where present). */
   ownerOptional?: boolean;
+  /**
+   * The fleet's class list: class c is `classes[c]`, and every label must be one of these names
+   * (compared after trimming; numeric-looking labels too are names then). Without it, see the label
+   * rule of loadCsvDataset.
+   */
+  classes?: readonly string[];
   /** Feature columns, in this order; default: every column except the label and owner columns. */
   features?: string[];
   /**
@@ -152,8 +158,16 @@ export interface CsvDataset extends Dataset {
   featureNames: string[];
   /** `classNames[c]` is the label text of class c. */
   classNames: string[];
+  /**
+   * How labels became classes: 'index' (every label a whole number 0..255, used as is), 'names'
+   * (this file's own distinct labels, sorted: another file's may differ) or 'classes' (the given
+   * `classes` list).
+   */
+  labelKind: 'index' | 'names' | 'classes';
   /** Rows skipped because a label, owner, or (with missing: 'drop') a feature value was missing. */
   droppedRows: number;
+  /** `droppedRows` by the first missing value of the row: its label, its owner, or a feature value. */
+  droppedBy: { label: number; owner: number; feature: number };
   /** Feature values filled with the column mean (missing: 'mean'). */
   imputedValues: number;
 }
@@ -179,38 +193,50 @@ class FloatBuffer {
 class SortedVocabulary {
   private readonly ids = new Map<string, number>();
   readonly firstSeen: string[] = [];
+  /** The 1-based line where each first-seen value first occurs. */
+  readonly firstLine: number[] = [];
   readonly rowIds: number[] = [];
   /** Interns `value` and returns its id, without recording a row. */
-  intern(value: string): number {
+  intern(value: string, line = 0): number {
     let id = this.ids.get(value);
     if (id === undefined) {
       id = this.firstSeen.length;
       this.ids.set(value, id);
       this.firstSeen.push(value);
+      this.firstLine.push(line);
     }
     return id;
   }
   add(value: string): void {
     this.rowIds.push(this.intern(value));
   }
-  /** Sorted names and, for each first-seen id, its index in the sorted names. */
-  sorted(): { names: string[]; rank: Uint32Array } {
-    const numeric = this.firstSeen.every((v) => v.trim() !== '' && Number.isFinite(Number(v)));
+  /** Sorted names (numerically if all are numbers and `numericOrder`) and, for each first-seen id, its index in the sorted names. */
+  sorted(numericOrder = true): { names: string[]; rank: Uint32Array } {
+    const numeric = numericOrder && this.firstSeen.every((v) => v.trim() !== '' && Number.isFinite(Number(v)));
     const names = [...this.firstSeen].sort(numeric ? (a, b) => Number(a) - Number(b) || (a < b ? -1 : a > b ? 1 : 0) : (a, b) => (a < b ? -1 : a > b ? 1 : 0));
     const position = new Map(names.map((name, i) => [name, i]));
     return { names, rank: Uint32Array.from(this.firstSeen, (v) => position.get(v)!) };
   }
 }
 
-const CLASS_INDEX = /^\d+$/;
+/** A label "is a number" when written in decimal notation: 7, -1, 3.5, .5, 1e2 (not 0x1f, not Infinity). */
+const DECIMAL_NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/;
+/** The class index a numeric label stands for, or undefined if it is none (negative, fractional, above 255). */
+function classIndex(label: string): number | undefined {
+  const value = Number(label);
+  return Number.isInteger(value) && value >= 0 && value <= 255 ? value : undefined;
+}
 
 /**
  * A classification dataset from any CSV file (gzipped or not) with a header row.
  *
- * - Labels: if every label is an integer 0..255 it is used as the class index directly
- *   (classes = max + 1, classNames '0', '1', …); otherwise the distinct label texts are sorted
- *   (numerically if all are numbers, else by code point) and class c is `classNames[c]`.
- *   Classes come from every row with a label, including rows dropped for missing features.
+ * - Labels (trimmed), with `classes` given: each must be one of them, class c is `classes[c]`.
+ *   Without it: a label is numeric if written in decimal notation (7, 3.0, -1, 3.5, 1e2). If every
+ *   label is numeric, each must be a whole number 0..255 and is the class index itself (3 and 3.0
+ *   are class 3; classes = max + 1, classNames '0', '1', …); a negative, fractional or larger one
+ *   is an error naming the file, line, column and value. Otherwise every label is a name: the
+ *   distinct names, sorted by code point, are `classNames` (at most 256). Labels are checked and
+ *   counted on every row with a label, including rows dropped for missing features.
  * - Owners: the distinct owner texts of the kept rows, sorted the same way, are `ownerNames`;
  *   `owners[i]` indexes them.
  * - Features must be numbers (JavaScript `Number` syntax, finite); anything else that is not a
@@ -222,6 +248,12 @@ export async function loadCsvDataset(file: string, opts: CsvDatasetOptions): Pro
   const isMissing = (value: string | undefined): boolean => value === undefined || missingValues.has(value.trim());
   const policy = opts.missing ?? 'drop';
   if (policy !== 'drop' && policy !== 'mean') throw new Error(`loadCsvDataset: missing must be 'drop' or 'mean', got ${JSON.stringify(policy)}`);
+  const given = opts.classes?.map((c) => c.trim());
+  const givenIndex = new Map(given?.map((c, i) => [c, i]));
+  if (given) {
+    if (given.length === 0 || given.length > 256) throw new Error(`loadCsvDataset: classes must list 1 to 256 names, got ${given.length}`);
+    if (givenIndex.size !== given.length) throw new Error(`loadCsvDataset: classes lists ${JSON.stringify(given.find((c, i) => given.indexOf(c) !== i))} twice`);
+  }
 
   const values = new FloatBuffer();
   const labels = new SortedVocabulary();
@@ -231,7 +263,7 @@ export async function loadCsvDataset(file: string, opts: CsvDatasetOptions): Pro
   let labelColumn = -1;
   let ownerColumn = -1;
   let header: string[] | undefined;
-  let droppedRows = 0;
+  const droppedBy = { label: 0, owner: 0, feature: 0 };
   let rowValues: number[] = [];
 
   await readCsvRecords(file, ({ fields, line }) => {
@@ -253,13 +285,21 @@ export async function loadCsvDataset(file: string, opts: CsvDatasetOptions): Pro
     if (fields.length !== header.length) throw new Error(`${file}: line ${line} has ${fields.length} fields, the header has ${header.length}`);
     const label = fields[labelColumn];
     const owner = ownerColumn >= 0 ? fields[ownerColumn] : undefined;
-    if (isMissing(label) || (ownerColumn >= 0 && isMissing(owner))) {
-      droppedRows++;
+    if (isMissing(label)) {
+      droppedBy.label++;
       return;
     }
-    // Every labelled row's class counts, also when the row is dropped below, so class indices do
-    // not depend on the missing-value policy.
-    labels.intern(label.trim());
+    // Every labelled row's class counts (and is checked), also when the row is dropped below, so
+    // class indices do not depend on the missing-value policy.
+    const labelText = label.trim();
+    if (given && !givenIndex.has(labelText)) {
+      throw new Error(`${file}: line ${line}, column ${opts.label}: ${JSON.stringify(labelText)} is not one of the classes given (${given.join(', ')})`);
+    }
+    labels.intern(labelText, line);
+    if (ownerColumn >= 0 && isMissing(owner)) {
+      droppedBy.owner++;
+      return;
+    }
     let rowHasMissing = false;
     for (let f = 0; f < featureColumns.length; f++) {
       const text = fields[featureColumns[f]];
@@ -275,11 +315,11 @@ export async function loadCsvDataset(file: string, opts: CsvDatasetOptions): Pro
       rowValues[f] = value;
     }
     if (rowHasMissing && policy === 'drop') {
-      droppedRows++;
+      droppedBy.feature++;
       return;
     }
     for (const v of rowValues) values.push(v);
-    labels.add(label.trim());
+    labels.add(labelText);
     if (owner !== undefined) owners.add(owner.trim());
   }, { delimiter: opts.delimiter });
   if (!header) throw new Error(`${file}: empty CSV (no header row)`);
@@ -290,13 +330,26 @@ export async function loadCsvDataset(file: string, opts: CsvDatasetOptions): Pro
   const imputedValues = policy === 'mean' ? imputeColumnMeans(x, n, features, file, featureNames) : 0;
 
   let classNames: string[];
+  let labelKind: CsvDataset['labelKind'];
   const labelIndex = new Uint8Array(n);
-  if (labels.firstSeen.every((v) => CLASS_INDEX.test(v) && Number(v) <= 255)) {
-    const classes = labels.firstSeen.reduce((max, v) => Math.max(max, Number(v) + 1), 0);
+  if (given) {
+    labelKind = 'classes';
+    classNames = given;
+    for (let i = 0; i < n; i++) labelIndex[i] = givenIndex.get(labels.firstSeen[labels.rowIds[i]])!;
+  } else if (labels.firstSeen.every((v) => DECIMAL_NUMBER.test(v))) {
+    labelKind = 'index';
+    // Labels are interned in file order: the first one that is no class index is on the first such line.
+    const bad = labels.firstSeen.findIndex((v) => classIndex(v) === undefined);
+    if (bad >= 0) {
+      throw new Error(`${file}: line ${labels.firstLine[bad]}, column ${opts.label}: ${JSON.stringify(labels.firstSeen[bad])}: labels must be class indices 0..255 or names (every label here is a number, so each must be a whole number 0..255)`);
+    }
+    const index = labels.firstSeen.map((v) => classIndex(v)!);
+    const classes = index.reduce((max, c) => Math.max(max, c + 1), 0);
     classNames = Array.from({ length: classes }, (_, c) => String(c));
-    for (let i = 0; i < n; i++) labelIndex[i] = Number(labels.firstSeen[labels.rowIds[i]]);
+    for (let i = 0; i < n; i++) labelIndex[i] = index[labels.rowIds[i]];
   } else {
-    const { names, rank } = labels.sorted();
+    labelKind = 'names';
+    const { names, rank } = labels.sorted(false);
     if (names.length > 256) throw new Error(`${file}: ${names.length} distinct labels in ${opts.label}; at most 256 classes are supported`);
     classNames = names;
     for (let i = 0; i < n; i++) labelIndex[i] = rank[labels.rowIds[i]];
@@ -310,7 +363,9 @@ export async function loadCsvDataset(file: string, opts: CsvDatasetOptions): Pro
     labels: labelIndex,
     featureNames,
     classNames,
-    droppedRows,
+    labelKind,
+    droppedRows: droppedBy.label + droppedBy.owner + droppedBy.feature,
+    droppedBy,
     imputedValues,
     name: opts.name ?? file.split(/[\\/]/).pop()!,
   };
