@@ -220,6 +220,15 @@ describe('loadConfigFile', () => {
     expect(err.message).toBe(`${f}: invalid configuration (1 error):\n  (root): must be a mapping of settings (got an array)`);
   });
 
+  it('takes data.csv.classes from the file or FEDGATE_DATA_CSV_CLASSES (comma-separated or a JSON array); refuses an empty list or a name twice', async () => {
+    const f = file('data:\n  dataset: csv\n  csv:\n    file: pets.csv\n    classes: [bird, cat, dog]\n');
+    expect((await loadConfigFile(f, 'agent', noEnv)).data.csv.classes).toEqual(['bird', 'cat', 'dog']);
+    expect((await loadConfigFile(f, 'agent', { env: { FEDGATE_DATA_CSV_CLASSES: 'ant,bee' } })).data.csv.classes).toEqual(['ant', 'bee']);
+    expect(envOverrides('agent', { FEDGATE_DATA_CSV_CLASSES: '["a, b","c"]' }).partial).toEqual({ data: { csv: { classes: ['a, b', 'c'] } } });
+    expect(() => validateConfig({ data: { csv: { classes: ['cat', 'cat'] } } }, 'agent')).toThrow('data.csv.classes: must NOT have duplicate items (items ## 1 and 0 are identical)');
+    expect(() => validateConfig({ data: { csv: { classes: [] } } }, 'agent')).toThrow('data.csv.classes: must NOT have fewer than 1 items');
+  });
+
   it('applies environment overrides with the schema types, over the file', async () => {
     const f = file('training:\n  threads: 2\n');
     const cfg = await loadConfigFile(f, 'agent', {

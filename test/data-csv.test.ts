@@ -1,8 +1,10 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCsvDataset } from '../agent/data';
+import { startAedes, type TestBroker } from './helpers/brokers';
+import { MAIN, startAgent, type AgentProcess } from './helpers/gateway';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'fedgate-csv-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -79,5 +81,58 @@ describe('loadCsvDataset: dropped rows by reason', () => {
     expect(ds.n).toBe(2);
     expect(ds.droppedRows).toBe(4);
     expect(ds.droppedBy).toEqual({ label: 1, owner: 1, feature: 2 });
+  });
+});
+
+/**
+ * A real agent process (dist/, against aedes) on a CSV given only through the environment: what it
+ * logs at start about the rows it dropped and about class indices of label names.
+ */
+describe.skipIf(!existsSync(MAIN))('fedgate agent on a CSV file: what it says at start', { timeout: 60_000 }, () => {
+  let broker: TestBroker;
+  beforeAll(async () => {
+    broker = await startAedes();
+  });
+  afterAll(async () => {
+    await broker?.close();
+  });
+
+  // 300 rows of pets, rows 10 and 20 without humidity.
+  const pets = () => write('pets-300.csv', ['temp,humidity,label', ...Array.from({ length: 300 }, (_, i) => `${i % 30},${i === 10 || i === 20 ? '' : i % 7},${['cat', 'dog', 'bird'][i % 3]}`)].join('\n') + '\n');
+  let gateways = 0;
+  const launch = (env: NodeJS.ProcessEnv): AgentProcess => {
+    const id = `gw-csv${gateways++}`;
+    const stateDir = mkdtempSync(path.join(dir, 'state-'));
+    return startAgent(['--broker', broker.url, '--node-id', id, '--state-dir', stateDir, '--max-cpu-load', '1', '--no-profile'], { FEDGATE_DATA_DATASET: 'csv', FEDGATE_LOG_LEVEL: 'info', ...env });
+  };
+
+  it('logs the rows dropped and why (info), and warns once that sorted label names are this gateway\'s own classes', async () => {
+    const agent = launch({ FEDGATE_DATA_CSV_FILE: pets() });
+    try {
+      const info = await agent.waitForLog('data.csv: 300 rows read, 298 kept, 2 dropped (2 with a missing feature value)');
+      expect(info).toMatchObject({ level: 30, rows: 300, kept: 298, training: 298, droppedBy: { label: 0, owner: 0, feature: 2 }, imputedValues: 0 });
+      const warning = "data.csv: class indices are this gateway's own sorted label names (bird=0, cat=1, dog=2) and differ across gateways unless data.csv.classes is set";
+      await agent.waitForLog(warning, (l) => l.level === 40);
+      await agent.waitForLog('agent started');
+      expect(agent.lines.filter((l) => l.msg === warning)).toHaveLength(1);
+    } finally {
+      agent.kill('SIGKILL');
+    }
+  });
+
+  it('with data.csv.classes (FEDGATE_DATA_CSV_CLASSES=bird,cat,dog) does not warn; fills with means under FEDGATE_DATA_CSV_MISSING=mean; refuses a label outside the list', async () => {
+    const file = pets();
+    const agent = launch({ FEDGATE_DATA_CSV_FILE: file, FEDGATE_DATA_CSV_CLASSES: 'bird,cat,dog', FEDGATE_DATA_CSV_MISSING: 'mean' });
+    try {
+      await agent.waitForLog('data.csv: 300 rows read, 300 kept, none dropped; 2 missing feature values filled with their column mean', (l) => l.level === 30);
+      await agent.waitForLog('agent started');
+      expect(agent.lines.filter((l) => l.level === 40 && l.msg.startsWith('data.csv'))).toEqual([]);
+    } finally {
+      agent.kill('SIGKILL');
+    }
+    const refused = launch({ FEDGATE_DATA_CSV_FILE: file, FEDGATE_DATA_CSV_CLASSES: 'cat,dog' });
+    const { code } = await refused.exited;
+    expect(code).not.toBe(0);
+    expect(refused.stderr()).toContain(`${file}: line 4, column label: "bird" is not one of the classes given (cat, dog)`);
   });
 });

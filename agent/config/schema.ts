@@ -87,6 +87,11 @@ export const agentSchema: SchemaNode = {
         labelColumn: restart({ type: 'string', minLength: 1, default: 'label', description: 'column holding the class of each row' }),
         ownerColumn: restart({ type: 'string', minLength: 1, default: 'owner', description: 'column naming the device or user that owns each row' }),
         owner: restart({ type: 'string', minLength: 1, description: 'keep only the rows of this owner; default: all rows' }),
+        classes: restart({
+          type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1, maxItems: 256, uniqueItems: true,
+          description: 'the fleet\'s class names, the same list on every gateway: class c is classes[c], a label not in it is an error; default: labels that are all whole numbers 0..255 are the class index, other labels are this gateway\'s own sorted names (which differ across gateways)',
+        }),
+        missing: restart({ type: 'string', enum: ['drop', 'mean'], description: 'a row with a missing feature value (empty, NA, NaN, null, ?…): drop (default) skips it, mean fills the value with its column mean' }),
       }),
     }),
     training: section('When and how hard this gateway trains', {

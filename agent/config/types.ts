@@ -30,7 +30,7 @@ export interface AgentConfig {
     partition: string;
     seed: number;
     maxSamples?: number;
-    csv: { file?: string; labelColumn: string; ownerColumn: string; owner?: string };
+    csv: { file?: string; labelColumn: string; ownerColumn: string; owner?: string; classes?: string[]; missing?: 'drop' | 'mean' };
   };
   training: { threads: number; maxCpuLoad: number; minBatteryPercent: number; maxTemperatureC: number; paused: boolean };
   compression: { codec?: CodecSetting; k?: number; blockSize?: number; stochastic?: boolean };

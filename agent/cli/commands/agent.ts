@@ -2,7 +2,7 @@ import { Option, type Command } from 'commander';
 import { Agent, restoredConfig } from '../../gateway';
 import { ConfigError, loadConfigFile, defaultConfig, envOverrides, mergeConfig, validateConfig, type AgentConfig } from '../../config';
 import { StateDir } from '../../state';
-import { loadCsvDataset, select, type Shard } from '../../data';
+import { loadCsvDataset, select, type CsvDataset, type Shard } from '../../data';
 import { loadShard, parseShard, parseDatasetName } from '../../sim';
 import { TIERS } from '../../sim/tiers';
 import { setLogLevel, logger } from '../../log';
@@ -31,12 +31,36 @@ function flagsToPartial(cmd: Command, o: Opts): Record<string, unknown> {
   return p;
 }
 
+/**
+ * What the agent says at start about its CSV data: always (info) how many rows were read, kept,
+ * dropped and why, values filled, and the rows it trains on; when the labels are names and no
+ * data.csv.classes is set, a warning that its class indices are its own.
+ */
+export function csvDataMessages(ds: CsvDataset, training: number): { info: string; warn?: string } {
+  const by = ds.droppedBy;
+  const why = [
+    by.label && `${by.label} with no label`,
+    by.owner && `${by.owner} with no owner`,
+    by.feature && `${by.feature} with a missing feature value`,
+  ].filter(Boolean);
+  let info = `data.csv: ${ds.n + ds.droppedRows} rows read, ${ds.n} kept`;
+  info += ds.droppedRows ? `, ${ds.droppedRows} dropped (${why.join(', ')})` : ', none dropped';
+  if (ds.imputedValues) info += `; ${ds.imputedValues} missing feature values filled with their column mean`;
+  if (training !== ds.n) info += `; training on ${training} of them (data.csv.owner, data.maxSamples)`;
+  if (ds.labelKind !== 'names') return { info };
+  const shown = ds.classNames.slice(0, 10).map((name, c) => `${name}=${c}`).join(', ');
+  const more = ds.classNames.length > 10 ? `, … (${ds.classNames.length} classes)` : '';
+  return { info, warn: `data.csv: class indices are this gateway's own sorted label names (${shown}${more}) and differ across gateways unless data.csv.classes is set` };
+}
+
 /** The gateway's own data, as its settings describe it. */
 export async function loadAgentData(cfg: AgentConfig): Promise<Shard> {
   const d = cfg.data;
   if (d.dataset === 'csv') {
     // The owner column is never a feature; a file without one is fine unless an owner is asked for.
-    const ds = await loadCsvDataset(d.csv.file!, { label: d.csv.labelColumn, owner: d.csv.ownerColumn, ownerOptional: d.csv.owner === undefined });
+    const ds = await loadCsvDataset(d.csv.file!, {
+      label: d.csv.labelColumn, owner: d.csv.ownerColumn, ownerOptional: d.csv.owner === undefined, classes: d.csv.classes, missing: d.csv.missing,
+    });
     let rows = Uint32Array.from({ length: ds.n }, (_, i) => i);
     if (d.csv.owner !== undefined) {
       const owner = ds.ownerNames?.indexOf(d.csv.owner) ?? -1;
@@ -44,6 +68,11 @@ export async function loadAgentData(cfg: AgentConfig): Promise<Shard> {
       rows = rows.filter((i) => ds.owners![i] === owner);
     }
     if (d.maxSamples) rows = rows.subarray(0, d.maxSamples);
+    const log = logger('data');
+    const { info, warn } = csvDataMessages(ds, rows.length);
+    const fields = { file: d.csv.file, rows: ds.n + ds.droppedRows, kept: ds.n, droppedBy: ds.droppedBy, imputedValues: ds.imputedValues, training: rows.length };
+    log.info(fields, info);
+    if (warn) log.warn({ file: d.csv.file, classNames: ds.classNames }, warn);
     return select(ds, rows);
   }
   const { index, clients } = parseShard(d.shard);
