@@ -117,6 +117,10 @@ suite('gateway management over MQTT (mosquitto CLI against a real agent process)
     // Not a settings object at all.
     const bad = await rr('set_config', '{"transaction":"t4c","data":[1,2]}');
     expect(bad).toEqual({ status: 'error', error: 'set_config needs data: an object of settings to change, e.g. {"training": {"threads": 2}}', transaction: 't4c' });
+    // Regression: 3000 levels deep answered "Maximum call stack size exceeded".
+    const deep = `{"transaction":"t4d","data":{"training":${'{"a":'.repeat(3000)}1${'}'.repeat(3000)}}}`;
+    const tooDeep = await rr('set_config', deep);
+    expect(tooDeep).toEqual({ status: 'error', error: 'a configuration nested more than 32 levels deep is refused (no setting is deeper than 4)', transaction: 't4d' });
   });
 
   // Regression: an unknown action was answered on response/unknown, not on response/<action> as for every other request.

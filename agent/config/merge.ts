@@ -19,7 +19,30 @@ function clone<T>(v: T): T {
 export function mergeConfig<T extends object>(base: T, partial: unknown): T {
   if (partial === undefined) return clone(base);
   if (!isPlainObject(partial)) throw new TypeError(`a partial configuration must be an object, got ${partial === null ? 'null' : Array.isArray(partial) ? 'an array' : typeof partial}`);
+  if (tooDeep(partial)) throw new TypeError(TOO_DEEP);
   return mergeInto(base as Record<string, unknown>, partial) as T;
+}
+
+/** Far above any setting's depth; a payload nested thousands deep (from MQTT) overflowed the stack in the recursive merge and in the schema check. */
+const MAX_DEPTH = 32;
+export const TOO_DEEP = `a configuration nested more than ${MAX_DEPTH} levels deep is refused (no setting is deeper than 4)`;
+
+export function tooDeep(v: unknown): boolean {
+  return nestingDepth(v, MAX_DEPTH) > MAX_DEPTH;
+}
+
+/** Levels of objects and arrays in `v`, counted without recursion; stops counting past `limit`. */
+function nestingDepth(v: unknown, limit: number): number {
+  let deepest = 0;
+  const stack: [unknown, number][] = [[v, 1]];
+  while (stack.length) {
+    const [x, d] = stack.pop()!;
+    if (x === null || typeof x !== 'object') continue;
+    if (d > deepest) deepest = d;
+    if (deepest > limit) return deepest;
+    for (const child of Object.values(x)) stack.push([child, d + 1]);
+  }
+  return deepest;
 }
 
 function mergeInto(base: Record<string, unknown>, partial: Record<string, unknown>): Record<string, unknown> {

@@ -2,6 +2,7 @@ import Ajv, { type ErrorObject, type ValidateFunction } from 'ajv';
 import { schemaFor, ROLES, type Role, type SchemaNode } from './schema';
 import { ConfigError } from './errors';
 import type { ConfigFor } from './types';
+import { TOO_DEEP, tooDeep } from './merge';
 
 const BROKER_PROTOCOLS = ['mqtt:', 'mqtts:', 'ws:', 'wss:', 'tcp:', 'ssl:', 'tls:'];
 
@@ -146,6 +147,7 @@ export function checkConfig<R extends Role>(obj: unknown, role: R): { config?: C
   if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) {
     return { issues: [{ path: '(root)', message: `must be a mapping of settings (got ${obj === null ? 'null' : Array.isArray(obj) ? 'an array' : typeof obj})` }] };
   }
+  if (tooDeep(obj)) return { issues: [{ path: '(root)', message: TOO_DEEP }] };
   const copy = structuredClone(obj);
   const validate = validatorFor(role);
   const seen = new Set<string>();
