@@ -2,6 +2,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync, readFileSy
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import {
   ASYNC_THRESHOLD, CorruptPayloadError, ErrorFeedback, backend, backendReason, codecOf, nativeCodec, typescriptCodec,
@@ -385,6 +386,11 @@ describe('ErrorFeedback persistence', () => {
     await expect(ErrorFeedback.load(file, 10)).rejects.toThrow(/bad magic/);
     const nan = Buffer.from(full);
     nan.writeFloatLE(NaN, 16);
+    writeFileSync(file, nan);
+    // Version 2 carries a CRC-32 (test/residual-integrity.test.ts): a changed value fails it first.
+    await expect(ErrorFeedback.load(file, 10)).rejects.toThrow(/checksum mismatch/);
+    // With the checksum made to match, the NaN itself is refused.
+    nan.writeUInt32LE(crc32(nan.subarray(16), crc32(nan.subarray(0, 12))), 12);
     writeFileSync(file, nan);
     await expect(ErrorFeedback.load(file, 10)).rejects.toThrow(/non-finite/);
   });

@@ -15,7 +15,7 @@ export type { Bytes, Codec, CodecOptions, Floats } from './codec';
 export {
   ASYNC_THRESHOLD, DEFAULT_BLOCK_SIZE, DEFAULT_K, backend, backendReason, codecOf, nativeCodec, typescriptCodec,
 } from './codec';
-export { ErrorFeedback } from './error-feedback';
+export { ErrorFeedback, RESIDUAL_BOUND_FACTOR } from './error-feedback';
 export { chooseCodec, codecLabel, payloadBytes, framedBytes, CODEC_LADDER, UNKNOWN_LINK_CODEC, DEFAULT_MAX_FRAME_BYTES, DEFAULT_FRAME_OVERHEAD_BYTES, type ChooseCodecInput, type CodecDecision } from './choose';
 
 import type { Bytes, CodecOptions, Floats } from './codec';

@@ -178,7 +178,14 @@ export class TrainingFeature implements Feature {
     const sparse = codec.codec === 'topk' || codec.codec === 'topk-int8';
     if (sparse) {
       await this.loadFeedback(delta.length);
-      delta = this.feedback!.compensate(delta);
+      // A residual that reads back fine may still be absurd next to this model (an older file without
+      // a checksum, or one gone wrong): it must not poison the update. Dropped, as a corrupt file is.
+      const why = this.feedback!.check(params);
+      if (why) this.dropFeedback(delta.length, `not a usable error-feedback residual: ${why}`);
+      const corrected = this.feedback!.compensate(delta);
+      // Finite update + sane residual overflowing is next to impossible; if it happens, the update goes uncorrected.
+      if (!corrected.every(Number.isFinite) && delta.every(Number.isFinite)) this.dropFeedback(delta.length, 'update + residual is not finite');
+      else delta = corrected;
     }
     const encoded = await encodeAsync(delta, codec);
     if (sparse) {
@@ -300,9 +307,17 @@ export class TrainingFeature implements Feature {
         this.feedback = await ErrorFeedback.load(file, length);
         return;
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.ctx.log.warn({ err: (err as Error).message }, 'error-feedback residual not usable; starting from zero');
+        // Truncated, failing its checksum, non-finite, another model's: overwritten at the next save.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.ctx.log.warn({ file, err: (err as Error).message }, 'error-feedback residual not usable; starting from zero');
       }
     }
+    this.feedback = new ErrorFeedback(length);
+  }
+
+  /** Replaces the residual in use with zeros, saying why (the file, if any, is overwritten at the next save). */
+  private dropFeedback(length: number, why: string): void {
+    const file = this.ctx.state?.residualFile;
+    this.ctx.log.warn({ file, err: `${file ?? 'in-memory residual'}: ${why}` }, 'error-feedback residual not usable; starting from zero');
     this.feedback = new ErrorFeedback(length);
   }
 
