@@ -3,7 +3,7 @@ import { paramCount } from '../model';
 import { buildStrategy, writeOutput, type JobOptions } from './job';
 import { defaultSpec, loadSplit, type DatasetName } from './datasets';
 import { availabilityWindows, loadTrace, parseTierMix, type Device } from './tiers';
-import { runVirtual, type VirtualRound } from './virtual';
+import { runVirtual, type VirtualIdle, type VirtualRound } from './virtual';
 
 export interface VirtualJobOptions extends Pick<JobOptions, 'strategy' | 'codec' | 'clientsPerRound' | 'epochs' | 'batchSize' | 'lr' | 'deadlineSeconds' | 'seed' | 'overcommit' | 'targetQuantile' | 'maxIdleRounds' | 'foldLate' | 'hidden' | 'rounds' | 'report'> {
   dataset: DatasetName;
@@ -17,8 +17,11 @@ export interface VirtualJobOptions extends Pick<JobOptions, 'strategy' | 'codec'
   maxSamples?: number;
 }
 
-/** `fedgate simulate --mode virtual`: a large fleet on a virtual clock. */
-export async function runVirtualJob(o: VirtualJobOptions, onRound: (r: VirtualRound) => void): Promise<{ rounds: VirtualRound[]; config: Record<string, unknown> }> {
+/**
+ * `fedgate simulate --mode virtual`: a large fleet on a virtual clock. `onNote` gets the lines that
+ * are not rounds (a stretch with no device online, the end of the run for want of one).
+ */
+export async function runVirtualJob(o: VirtualJobOptions, onRound: (r: VirtualRound) => void, onNote: (line: string) => void = (l) => void process.stdout.write(l + '\n')): Promise<{ rounds: VirtualRound[]; idle: VirtualIdle[]; config: Record<string, unknown> }> {
   const train = loadSplit({ dataset: o.dataset, dataDir: o.dataDir }, 'train');
   const test = loadSplit({ dataset: o.dataset, dataDir: o.dataDir }, 'test');
   const spec = defaultSpec(test, o.hidden);
@@ -35,13 +38,23 @@ export async function runVirtualJob(o: VirtualJobOptions, onRound: (r: VirtualRo
   }
   const shards = partition(train, spec2, devices.length, o.seed).map((s) => (o.maxSamples && o.maxSamples < s.length ? s.subarray(0, o.maxSamples) : s));
   const strategy = buildStrategy({ ...o, clientsPerRound: o.clientsPerRound || Math.max(1, Math.round(devices.length / 10)) }, paramCount(spec));
-  const res = await runVirtual({ spec, train, test, devices, shards, strategy, rounds: o.rounds, timeBudgetSeconds: o.timeBudgetSeconds, seed: o.seed, foldLate: o.foldLate, onRound });
+  const res = await runVirtual({ spec, train, test, devices, shards, strategy, rounds: o.rounds, timeBudgetSeconds: o.timeBudgetSeconds, seed: o.seed, foldLate: o.foldLate, onRound, onIdle: (i) => onNote(formatVirtualIdle(i)) });
   // As runAggregatorJob: a run no device took part in must not pass for one (its "model" is the untrained one).
   const ran = res.rounds.length;
-  if (ran > 0 && res.rounds.every((r) => r.participants === 0)) throw new Error(`no device took part in ${ran === 1 ? 'the round' : `any of the ${ran} rounds`}: check ${o.trace ? `the devices' availability windows in ${o.trace}` : '--tiers'} and --deadline (no report written)`);
+  const check = `check ${o.trace ? `the devices' availability windows in ${o.trace}` : '--tiers'}`;
+  if (ran === 0 && res.idle.length > 0) throw new Error(`no device was online before the run ended: ${check} (no report written)`);
+  if (ran > 0 && res.rounds.every((r) => r.participants === 0)) throw new Error(`no device took part in ${ran === 1 ? 'the round' : `any of the ${ran} rounds`}: ${check} and --deadline (no report written)`);
   const config = { ...o, mode: 'virtual', devices: devices.length, model: spec };
   if (o.report) await writeOutput(o.report, Buffer.from(JSON.stringify({ config, rounds: res.rounds, final: { accuracy: res.rounds.at(-1)?.accuracy, loss: res.rounds.at(-1)?.loss } }, null, 2) + '\n'));
-  return { rounds: res.rounds, config };
+  return { rounds: res.rounds, idle: res.idle, config };
+}
+
+/** The line for a stretch the clock skipped because no device was online. */
+export function formatVirtualIdle(i: VirtualIdle): string {
+  const from = `idle from t=${i.from.toFixed(1)} s`;
+  if (i.until === 'online') return `${from} to t=${i.to!.toFixed(1)} s: no device online`;
+  if (i.until === 'budget') return `${from} to t=${i.to!.toFixed(1)} s (the time budget's end): no device online before it; the run ends`;
+  return `${from}: no device comes online again; the run ends`;
 }
 
 /** `rounds` Infinity: no round limit (a time budget ends the run), so no "/<rounds>". */

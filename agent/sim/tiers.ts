@@ -85,8 +85,17 @@ export function onlineThrough(d: Device, from: number, to: number): boolean {
   return d.windows.some(([s, e]) => s <= from && to <= e);
 }
 
+/** True if `t` is inside one of the device's [start, end) windows. */
 export function isOnline(d: Device, t: number): boolean {
-  return onlineThrough(d, t, t);
+  if (!d.windows) return true;
+  return d.windows.some(([s, e]) => s <= t && t < e);
+}
+
+/** The first time ≥ `t` at which the device is online, or undefined if it never is again. */
+export function nextOnline(d: Device, t: number): number | undefined {
+  if (!d.windows) return t;
+  const w = d.windows.find(([, e]) => t < e);
+  return w && Math.max(t, w[0]);
 }
 
 /**

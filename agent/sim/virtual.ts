@@ -5,13 +5,14 @@ import { encode, decode } from '../compress';
 import { FRAME_HEADER_BYTES, type CodecChoice } from '../transport';
 import type { ClientUpdate, NodeInfo, RoundFailure, Strategy } from '../aggregator';
 import { createRng } from '../data';
-import { onlineThrough, isOnline, trainFlopsPerSample, type Device } from './tiers';
+import { onlineThrough, isOnline, nextOnline, trainFlopsPerSample, type Device } from './tiers';
 
 /**
  * A fleet on a virtual clock: real training (ONNX Runtime, real codecs, the same Strategy code as
  * the real aggregator), simulated time. A task's time is download + compute + upload from its
  * device's model: compute from the samples it processes and the device's FLOP rate, transfers from
- * bytes and bandwidth, plus latency. A device that goes offline during its task loses it.
+ * bytes and bandwidth, plus latency. A device that goes offline during its task loses it. When no
+ * device (with data) is online, the clock jumps to the next time one is, with no round in between.
  */
 export interface VirtualOptions {
   spec: ModelSpec;
@@ -33,6 +34,19 @@ export interface VirtualOptions {
   /** Fold updates that arrive after their round closed into the next round (staleness-weighted). */
   foldLate?: boolean;
   onRound?: (r: VirtualRound) => void;
+  /** A stretch with no device online that the clock skipped (no round, no evaluation). */
+  onIdle?: (i: VirtualIdle) => void;
+}
+
+/**
+ * No device with data online from `from`: the clock jumped to `to`, when one comes online
+ * (`until: 'online'`), or to the time budget's end (`'budget'`: none does before it), or the run
+ * ended there for good (`'never'`: none ever does again; `to` undefined).
+ */
+export interface VirtualIdle {
+  from: number;
+  to?: number;
+  until: 'online' | 'budget' | 'never';
 }
 
 export interface VirtualTask {
@@ -72,7 +86,7 @@ interface Pending {
   update: ClientUpdate;
 }
 
-export async function runVirtual(o: VirtualOptions): Promise<{ rounds: VirtualRound[]; params: Float32Array }> {
+export async function runVirtual(o: VirtualOptions): Promise<{ rounds: VirtualRound[]; idle: VirtualIdle[]; params: Float32Array }> {
   const n = paramCount(o.spec);
   const flopsPerSample = trainFlopsPerSample(n);
   const modelBytes = n * 4 + FRAME_HEADER_BYTES + 400;
@@ -92,9 +106,25 @@ export async function runVirtual(o: VirtualOptions): Promise<{ rounds: VirtualRo
   let params = initParams(o.spec, o.seed);
   let now = 0;
   const rounds: VirtualRound[] = [];
+  const idle: VirtualIdle[] = [];
   let pendingLate: Pending[] = [];
+  // A device without data is never asked (no strategy plans for it), so it does not count as available.
+  const usable = o.devices.filter((_, i) => shards[i].n > 0);
+  const budget = o.timeBudgetSeconds ?? Infinity;
   try {
-    for (let round = 1; round <= o.rounds && (o.timeBudgetSeconds === undefined || now < o.timeBudgetSeconds); round++) {
+    let round = 1;
+    while (round <= o.rounds && now < budget) {
+      if (!usable.some((d) => isOnline(d, now))) {
+        // Nothing can happen until a device comes online: an empty round per 0.5 s would crawl
+        // through a night offline (and evaluate an unchanged model each time).
+        const next = Math.min(...usable.map((d) => nextOnline(d, now) ?? Infinity));
+        const gap: VirtualIdle = next === Infinity ? { from: now, until: 'never' } : next >= budget ? { from: now, to: budget, until: 'budget' } : { from: now, to: next, until: 'online' };
+        idle.push(gap);
+        o.onIdle?.(gap);
+        if (gap.until !== 'online') break;
+        now = next;
+        continue;
+      }
       const fleet: NodeInfo[] = o.devices.map((d, i) => ({
         id: d.id,
         online: isOnline(d, now),
@@ -188,11 +218,12 @@ export async function runVirtual(o: VirtualOptions): Promise<{ rounds: VirtualRo
       now = rec.end;
       rounds.push(rec);
       o.onRound?.(rec);
+      round++;
     }
   } finally {
     await Promise.all(pool.map((t) => t.close()));
   }
-  return { rounds, params };
+  return { rounds, idle, params };
 }
 
 /** First simulated time at which the accuracy reached `target`, or undefined. */
