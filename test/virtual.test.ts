@@ -8,7 +8,7 @@ import { encode } from '../agent/compress';
 import { FedAvgStrategy } from '../agent/aggregator';
 import { FRAME_HEADER_BYTES } from '../agent/transport';
 import { runVirtual, timeToAccuracy, accuracyAt, type VirtualRound } from '../agent/sim/virtual';
-import { formatVirtualRound } from '../agent/sim/run-virtual';
+import { formatVirtualRound, runVirtualJob } from '../agent/sim/run-virtual';
 import { parseTierMix, loadTrace, availabilityWindows, onlineThrough, TIERS, trainFlopsPerSample, type Device } from '../agent/sim/tiers';
 
 const train = loadMnist('train');
@@ -97,7 +97,7 @@ describe('device tiers and traces', () => {
   it('reads a trace file, with tier defaults and clear errors', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'fg-trace-'));
     const file = path.join(dir, 'fleet.json');
-    writeFileSync(file, JSON.stringify({ devices: [{ id: 'a', gflops: 2, upMbps: 8, downMbps: 16, latencyMs: 50, availability: [[100, 200], [0, 50]] }, { id: 'b', tier: 'pi4', gflops: 3 }] }));
+    writeFileSync(file, JSON.stringify({ devices: [{ id: 'a', gflops: 2, upMbps: 8, downMbps: 16, latencyMs: 50, availability: [[0, 50], [100, 200]] }, { id: 'b', tier: 'pi4', gflops: 3 }] }));
     const [a, b] = loadTrace(file);
     expect(a).toEqual({ id: 'a', tier: { name: 'trace', gflops: 2, upBytesPerSecond: 1e6, downBytesPerSecond: 2e6, latencySeconds: 0.05 }, windows: [[0, 50], [100, 200]] });
     expect(b.tier.gflops).toBe(3);
@@ -105,7 +105,7 @@ describe('device tiers and traces', () => {
     writeFileSync(file, JSON.stringify({ devices: [{ id: 'a', upMbps: 1, downMbps: 1, latencyMs: 1 }] }));
     expect(() => loadTrace(file)).toThrow('devices[0].gflops: must be a number above 0 (or give a tier)');
     writeFileSync(file, JSON.stringify({ devices: [{ tier: 'x86', availability: [[5, 1]] }] }));
-    expect(() => loadTrace(file)).toThrow('availability[0]: must be [start, end] with start < end');
+    expect(() => loadTrace(file)).toThrow(`trace ${file}: devices[0]: availability[0] [5, 1] is empty: its start must be below its end`);
     writeFileSync(file, '{"devices": []}');
     expect(() => loadTrace(file)).toThrow('non-empty array');
     expect(() => loadTrace(path.join(dir, 'missing.json'))).toThrow('cannot read trace');
@@ -125,6 +125,45 @@ describe('device tiers and traces', () => {
     const file = path.join(mkdtempSync(path.join(tmpdir(), 'fg-trace-')), 'fleet.json');
     writeFileSync(file, JSON.stringify(trace));
     expect(() => loadTrace(file)).toThrow(`trace ${file}: ${why}`);
+  });
+
+  // Regression: overlapping, unsorted, negative and empty windows were taken without a word (unsorted
+  // ones sorted, overlapping ones kept, so a device was "online" twice over).
+  it.each([
+    [[[0, 3600], [1000, 5000]], 'devices[0] (gw-a): availability[1] [1000, 5000] overlaps availability[0] [0, 3600]: windows must not overlap (merge them into one)'],
+    [[[100, 200], [0, 50]], 'devices[0] (gw-a): availability[1] [0, 50] starts before availability[0] [100, 200]: list the windows in order of start'],
+    [[[-100, 50]], 'devices[0] (gw-a): availability[0] [-100, 50] starts before 0 (windows are seconds from the start of the run)'],
+    [[[0, 10], [20, 20]], 'devices[0] (gw-a): availability[1] [20, 20] is empty: its start must be below its end'],
+    [[[30, 10]], 'devices[0] (gw-a): availability[0] [30, 10] is empty: its start must be below its end'],
+    [[[0, 10], [5]], 'devices[0] (gw-a): availability[1] [5] must be [start, end], two numbers of seconds'],
+    [{ from: 0 }, 'devices[0] (gw-a): availability must be an array of [start, end] pairs'],
+  ])('refuses the availability %j, naming the device and the window', (availability, why) => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'fg-trace-')), 'fleet.json');
+    writeFileSync(file, JSON.stringify({ devices: [{ id: 'gw-a', tier: 'x86', availability }] }));
+    expect(() => loadTrace(file)).toThrow(`trace ${file}: ${why}`);
+  });
+
+  it('names the device by its place when it has no id yet, and merges back-to-back windows', () => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'fg-trace-')), 'fleet.json');
+    writeFileSync(file, JSON.stringify({ devices: [{ id: 'a', tier: 'x86' }, { tier: 'x86', availability: [[0, 10], [5, 20]] }] }));
+    expect(() => loadTrace(file)).toThrow(`trace ${file}: devices[1]: availability[1] [5, 20] overlaps availability[0] [0, 10]: windows must not overlap (merge them into one)`);
+    writeFileSync(file, JSON.stringify({ devices: [{ id: 'a', tier: 'x86', availability: [[0, 10], [10, 20], [30, 40]] }] }));
+    const [a] = loadTrace(file);
+    expect(a.windows).toEqual([[0, 20], [30, 40]]);
+    expect(onlineThrough(a, 5, 15)).toBe(true); // a task across the seam is not lost
+  });
+
+  // Regression: pi3:25,pi3:25 gave the pi3s two slices of the mix without a word.
+  it('refuses a tier named twice, naming it and its whole share', () => {
+    expect(() => parseTierMix('pi3:25,pi3:25', 8, 1)).toThrow('--tiers names tier "pi3" twice: name each tier once, with its whole share (pi3:50)');
+    expect(() => parseTierMix('pi3,x86,pi3,pi3', 8, 1)).toThrow('--tiers names tier "pi3" 3 times: name each tier once, with its whole share (pi3:3)');
+    expect(parseTierMix('pi3:50,x86:50', 4, 1).map((t) => t.name).sort()).toEqual(['pi3', 'pi3', 'x86', 'x86']);
+  });
+
+  // Regression: --trace with --tiers silently dropped the tiers.
+  it('runVirtualJob refuses a trace and tiers together', async () => {
+    await expect(runVirtualJob({ dataset: 'mnist', clients: 10, partition: 'iid', hidden: [16], strategy: 'fedavg', codec: { codec: 'int8' }, clientsPerRound: 0, epochs: 1, batchSize: 32, lr: 0.1, deadlineSeconds: 10, seed: 1, rounds: 1, trace: 'fleet.json', tiers: 'pi3,x86' }, () => {}))
+      .rejects.toThrow('--trace and --tiers: give one, not both (the trace fleet.json names each device and its figures; --tiers draws --clients devices from the built-in tiers)');
   });
 
   it('takes a latency of 0', () => {

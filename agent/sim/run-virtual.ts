@@ -22,6 +22,8 @@ export interface VirtualJobOptions extends Pick<JobOptions, 'strategy' | 'codec'
  * are not rounds (a stretch with no device online, the end of the run for want of one).
  */
 export async function runVirtualJob(o: VirtualJobOptions, onRound: (r: VirtualRound) => void, onNote: (line: string) => void = (l) => void process.stdout.write(l + '\n')): Promise<{ rounds: VirtualRound[]; idle: VirtualIdle[]; config: Record<string, unknown> }> {
+  // The CLI lets both through; the trace would silently win.
+  if (o.trace && o.tiers) throw new Error(`--trace and --tiers: give one, not both (the trace ${o.trace} names each device and its figures; --tiers draws --clients devices from the built-in tiers)`);
   const train = loadSplit({ dataset: o.dataset, dataDir: o.dataDir }, 'train');
   const test = loadSplit({ dataset: o.dataset, dataDir: o.dataDir }, 'test');
   const spec = defaultSpec(test, o.hidden);

@@ -47,6 +47,14 @@ export function parseTierMix(spec: string, devices: number, seed: number): Devic
     if (!(weight > 0)) throw new Error(`tier "${name}" has share "${w}": must be a number above 0`);
     return { tier, weight };
   });
+  // A tier named twice would get two slices of the interleaving, not the share the user meant to say once.
+  for (const { tier } of shares) {
+    const same = shares.filter((s) => s.tier === tier);
+    if (same.length > 1) {
+      const whole = same.reduce((s, x) => s + x.weight, 0);
+      throw new Error(`--tiers names tier "${tier.name}" ${same.length === 2 ? 'twice' : `${same.length} times`}: name each tier once, with its whole share (${tier.name}:${whole})`);
+    }
+  }
   const total = shares.reduce((s, x) => s + x.weight, 0);
   const out: DeviceTier[] = [];
   shares.forEach((s, i) => {
@@ -103,7 +111,8 @@ export function nextOnline(d: Device, t: number): number | undefined {
  *   { "devices": [ { "id": "gw-a", "gflops": 1.2, "upMbps": 2, "downMbps": 10, "latencyMs": 120,
  *                    "availability": [[0, 3600], [4000, 86400]] }, ... ] }
  * `tier` may name a built-in tier whose values the other fields override. Availability windows are
- * [start, end) in seconds from the start of the run; omitted = always online.
+ * [start, end) in seconds from the start of the run, sorted by start, disjoint, none empty or before 0
+ * (back-to-back windows are merged into one); omitted = always online.
  */
 export function loadTrace(file: string): Device[] {
   let raw: unknown;
@@ -140,11 +149,26 @@ export function loadTrace(file: string): Device[] {
     };
     let windows: [number, number][] | undefined;
     if (d.availability !== undefined) {
-      if (!Array.isArray(d.availability)) throw new Error(`${where}.availability: must be an array of [start, end] pairs`);
-      windows = d.availability.map((w: unknown, j: number) => {
-        if (!Array.isArray(w) || w.length !== 2 || !w.every((x) => typeof x === 'number' && Number.isFinite(x)) || w[0] >= w[1]) throw new Error(`${where}.availability[${j}]: must be [start, end] with start < end`);
-        return [w[0], w[1]] as [number, number];
-      }).sort((a: [number, number], b: [number, number]) => a[0] - b[0]);
+      const who = typeof d.id === 'string' && d.id ? `${where} (${d.id})` : where;
+      const avail: unknown = d.availability;
+      if (!Array.isArray(avail)) throw new Error(`${who}: availability must be an array of [start, end] pairs`);
+      windows = [];
+      const win = (j: number) => `availability[${j}] [${(avail[j] as number[]).join(', ')}]`;
+      avail.forEach((w: unknown, j: number) => {
+        if (!Array.isArray(w) || w.length !== 2 || !w.every((x) => typeof x === 'number' && Number.isFinite(x))) throw new Error(`${who}: availability[${j}] ${JSON.stringify(w)} must be [start, end], two numbers of seconds`);
+        const [s, e] = w as [number, number];
+        if (s < 0) throw new Error(`${who}: ${win(j)} starts before 0 (windows are seconds from the start of the run)`);
+        if (s >= e) throw new Error(`${who}: ${win(j)} is empty: its start must be below its end`);
+        if (j > 0) {
+          const [ps, pe] = avail[j - 1] as [number, number];
+          if (s < ps) throw new Error(`${who}: ${win(j)} starts before ${win(j - 1)}: list the windows in order of start`);
+          if (s < pe) throw new Error(`${who}: ${win(j)} overlaps ${win(j - 1)}: windows must not overlap (merge them into one)`);
+        }
+        // Back-to-back windows are one stretch online: a task may run across the seam.
+        const last = windows!.at(-1);
+        if (last && last[1] === s) last[1] = e;
+        else windows!.push([s, e]);
+      });
     }
     if (typeof d.id !== 'string' || d.id.trim() === '') throw new Error(`${where}.id: every device needs an id (a non-empty string)`);
     if (seen.has(d.id)) throw new Error(`${where}.id: "${d.id}" is already the id of devices[${seen.get(d.id)}]`);
