@@ -46,7 +46,10 @@ export async function runVirtualJob(o: VirtualJobOptions, onRound: (r: VirtualRo
   const check = `check ${o.trace ? `the devices' availability windows in ${o.trace}` : '--tiers'}`;
   if (ran === 0 && res.idle.length > 0) throw new Error(`no device was online before the run ended: ${check} (no report written)`);
   if (ran > 0 && res.rounds.every((r) => r.participants === 0)) throw new Error(`no device took part in ${ran === 1 ? 'the round' : `any of the ${ran} rounds`}: ${check} and --deadline (no report written)`);
-  const config = { ...o, mode: 'virtual', devices: devices.length, model: spec };
+  // Virtual mode keeps no model or checkpoint and talks to no broker: those settings (the CLI's
+  // defaults among them, and a password from the environment) do not belong in its report.
+  const { modelOut: _m, checkpoint: _c, resume: _r, fresh: _f, prefix: _p, fleet: _fl, username: _u, password: _pw, maxPacketBytes: _mp, ...kept } = o as VirtualJobOptions & Partial<Record<'modelOut' | 'checkpoint' | 'resume' | 'fresh' | 'prefix' | 'fleet' | 'username' | 'password' | 'maxPacketBytes', unknown>>;
+  const config = { ...kept, mode: 'virtual', devices: devices.length, model: spec };
   if (o.report) await writeOutput(o.report, Buffer.from(JSON.stringify({ config, rounds: res.rounds, final: { accuracy: res.rounds.at(-1)?.accuracy, loss: res.rounds.at(-1)?.loss } }, null, 2) + '\n'));
   return { rounds: res.rounds, idle: res.idle, config };
 }
@@ -62,7 +65,7 @@ export function formatVirtualIdle(i: VirtualIdle): string {
 /** `rounds` Infinity: no round limit (a time budget ends the run), so no "/<rounds>". */
 export function formatVirtualRound(r: VirtualRound, rounds: number): string {
   const steps = r.tasks.map((t) => t.steps);
-  const late = r.tasks.filter((t) => t.late).length;
+  const late = r.tasks.filter((t) => t.late);
   const failed = r.tasks.filter((t) => t.failed).length;
   return [
     Number.isFinite(rounds) ? `round ${String(r.round).padStart(String(rounds).length)}/${rounds}` : `round ${r.round}`,
@@ -73,7 +76,7 @@ export function formatVirtualRound(r: VirtualRound, rounds: number): string {
     `loss ${r.loss.toFixed(4)}`,
     `deadline ${r.deadlineSeconds === Infinity ? '-' : r.deadlineSeconds.toFixed(1) + ' s'}`,
     `straggler wait ${r.stragglerWaitSeconds.toFixed(1)} s`,
-    ...(late ? [`late ${late}`] : []),
+    ...(late.length ? [`late ${late.length} (${late.map((t) => t.node).join(',')})`] : []),
     ...(failed ? [`offline ${failed}`] : []),
   ].join('  ');
 }
