@@ -4,8 +4,8 @@ import { logger, type Logger } from '../log';
 import { decode, decodedLength, codecLabel } from '../compress';
 import type { ModelSpec } from '../model';
 import {
-  FrameKind, MqttLink, Reassembler, Topics, parseAggregatorState, parseHeartbeat, parseJson, parseNodeState, parseUpdateMeta,
-  type AggregatorState, type TaskMessage, type UpdateMeta,
+  FrameKind, MqttLink, Reassembler, Topics, parseAggregatorState, parseHeartbeat, parseJson, parseNodeState, parseTaskFailure, parseUpdateMeta,
+  type AggregatorState, type FrameMeta, type TaskMessage, type UpdateMeta,
 } from '../transport';
 import { type ClientUpdate } from './fedavg';
 import { checkUpdate, UpdateRejected } from './validate';
@@ -625,6 +625,7 @@ export class Aggregator extends EventEmitter {
       return;
     }
     if (!whole) return;
+    if (whole.kind === FrameKind.TaskFailed) return this.onTaskFailure(node, topic, whole.meta);
     if (whole.kind !== FrameKind.Update) throw new Error(`frame of kind ${whole.kind} on ${topic}`);
     const meta = parseUpdateMeta(whole.meta);
     if (meta.node !== node) throw new UpdateRejected(`update on ${topic} claims to come from ${meta.node}`);
@@ -646,6 +647,28 @@ export class Aggregator extends EventEmitter {
       this.log.warn({ node, round: meta.round, err: (err as Error).message }, 'update rejected');
       open.fail(node, `update rejected: ${(err as Error).message}`);
     }
+  }
+
+  /**
+   * A node says its task failed (training or encoding threw on the gateway): its failure is recorded
+   * with the node's reason at once, and the round closes without waiting for it if nothing else is
+   * awaited. Only for the task this aggregator sent it in the open round.
+   */
+  private onTaskFailure(node: string, topic: string, raw: FrameMeta): void {
+    const f = parseTaskFailure(raw);
+    if (f.node !== node) throw new UpdateRejected(`task failure on ${topic} claims to come from ${f.node}`);
+    const open = this.current;
+    if (!open || f.round !== open.round || open.closed) {
+      this.log.info({ node, round: f.round, current: open?.round, reason: f.reason }, 'task failure for a closed round ignored');
+      return;
+    }
+    if (open.taskIds.get(node) !== f.taskId) {
+      this.log.warn({ node, round: f.round, taskId: f.taskId }, 'task failure for a task this aggregator did not send (an earlier job?); ignored');
+      return;
+    }
+    if (open.results.has(node)) return; // its update is in: that counts
+    this.log.warn({ node, round: f.round, reason: f.reason }, 'task failed on the gateway');
+    open.fail(node, `failed on the gateway: ${f.reason}`);
   }
 
   /** Decodes and checks an update whole; its announced length is checked before decoding, so a forged header cannot make us allocate. */

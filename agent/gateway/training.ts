@@ -4,7 +4,7 @@ import { encodeAsync, ErrorFeedback, type CodecOptions } from '../compress';
 import { calibrateTraining } from '../profile';
 import type { Shard } from '../data';
 import type { OutboxEntry } from '../state';
-import { FrameKind, Reassembler, decodeFrame, parseTask, parseJson, type TaskMessage, type UpdateMeta } from '../transport';
+import { FrameKind, Reassembler, decodeFrame, parseTask, parseJson, TASK_FAILURE_REASON_MAX, type TaskFailure, type TaskMessage, type UpdateMeta } from '../transport';
 import type { Feature, FeatureContext } from './context';
 import { tierDutyCycle, transferSeconds, type TierEmulation } from './emulation';
 
@@ -132,16 +132,44 @@ export class TrainingFeature implements Feature {
     if (head.count > 1) this.ctx.bus.emit('transfer', 'down', whole.wireBytes - payload.length, (Date.now() - started) / 1000);
     if (whole.kind !== FrameKind.Task) throw new Error(`unexpected frame kind ${whole.kind} on the task topic`);
     const task = parseTask(whole.meta);
-    if (whole.payload.byteLength !== task.paramCount * 4) throw new Error(`task ${task.taskId} carries ${whole.payload.byteLength} model bytes, expected ${task.paramCount * 4}`);
     if (this.seen.has(task.taskId)) return; // redelivered: run once
     this.seen.add(task.taskId);
+    if (whole.payload.byteLength !== task.paramCount * 4) {
+      const reason = `task ${task.taskId} carries ${whole.payload.byteLength} model bytes, expected ${task.paramCount * 4}`;
+      this.ctx.log.error({ round: task.round, err: reason }, 'task failed');
+      void this.reportFailure(task, reason);
+      return;
+    }
     this.ctx.log.info({ round: task.round, taskId: task.taskId, steps: task.steps, deadlineSeconds: task.deadlineSeconds }, 'task received');
     const params = new Float32Array(task.paramCount);
     new Uint8Array(params.buffer).set(whole.payload);
     const received = Date.now();
     this.queue = this.queue
       .then(() => (this.stopped ? undefined : this.runTask(task, params, received, whole.wireBytes)))
-      .catch((err) => this.ctx.log.error({ round: task.round, err: (err as Error).message }, 'task failed'));
+      .catch((err) => {
+        const reason = (err as Error)?.message || String(err);
+        this.ctx.log.error({ round: task.round, err: reason }, 'task failed');
+        // Stopping: the task is abandoned, and the agent's offline state tells the aggregator.
+        if (!this.stopped) return this.reportFailure(task, reason);
+      });
+  }
+
+  /**
+   * Tells the aggregator at once that this task failed here (training or encoding threw), with the
+   * error: a TaskFailed frame on node/<id>/update, so it records why and closes the round without
+   * waiting for this node. Not kept in the outbox: after an outage the round's deadline says it.
+   */
+  private async reportFailure(task: TaskMessage, reason: string): Promise<void> {
+    const meta: TaskFailure = {
+      round: task.round, taskId: task.taskId, node: this.ctx.nodeId,
+      reason: reason.length > TASK_FAILURE_REASON_MAX ? `${reason.slice(0, TASK_FAILURE_REASON_MAX - 1)}…` : reason,
+    };
+    try {
+      await this.ctx.link.publishFrames(this.ctx.topics.nodeUpdate(this.ctx.nodeId), FrameKind.TaskFailed, meta as unknown as Record<string, unknown>, new Uint8Array(0));
+      this.ctx.log.info({ round: task.round, taskId: task.taskId }, 'task failure reported to the aggregator');
+    } catch (err) {
+      this.ctx.log.warn({ round: task.round, err: (err as Error).message }, 'task failure could not be reported to the aggregator');
+    }
   }
 
   private async runTask(task: TaskMessage, params: Float32Array, receivedAt: number, taskBytes: number): Promise<void> {

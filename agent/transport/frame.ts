@@ -8,7 +8,7 @@ import { crc32 } from 'node:zlib';
  *   off size field
  *    0   4  magic "FGF1"
  *    4   1  format version (1)
- *    5   1  kind (1 = task with its model, 2 = update)
+ *    5   1  kind (1 = task with its model, 2 = update, 3 = task failed: metadata only, no payload)
  *    6   2  metadata length, bytes (u16 LE)
  *    8   4  transfer id (u32 LE), the same in every chunk of one payload
  *   12   4  total payload length (u32 LE)
@@ -25,7 +25,11 @@ export const FRAME_VERSION = 1;
 export const FRAME_HEADER_BYTES = 32;
 export const MAX_CHUNKS = 0xffff;
 
-export enum FrameKind { Task = 1, Update = 2 }
+/**
+ * Task: aggregator -> node on `node/<id>/task`. Update and TaskFailed: node -> aggregator on
+ * `node/<id>/update`; TaskFailed carries a TaskFailure (messages.ts) as metadata and an empty payload.
+ */
+export enum FrameKind { Task = 1, Update = 2, TaskFailed = 3 }
 
 export type FrameMeta = Record<string, unknown>;
 
@@ -87,7 +91,7 @@ export function decodeFrame(data: Uint8Array): Frame {
   const version = buf.readUInt8(4);
   if (version !== FRAME_VERSION) throw new FrameError(`frame format version ${version} is not supported (this build reads ${FRAME_VERSION})`);
   const kind = buf.readUInt8(5);
-  if (kind !== FrameKind.Task && kind !== FrameKind.Update) throw new FrameError(`unknown frame kind ${kind}`);
+  if (kind !== FrameKind.Task && kind !== FrameKind.Update && kind !== FrameKind.TaskFailed) throw new FrameError(`unknown frame kind ${kind}`);
   const metaLength = buf.readUInt16LE(6);
   if (FRAME_HEADER_BYTES + metaLength > buf.length) throw new FrameError('frame is truncated inside its metadata');
   const stored = buf.readUInt32LE(28);

@@ -90,6 +90,20 @@ export interface UpdateMeta {
   stoppedEarly: boolean;
 }
 
+/**
+ * Metadata of a TaskFailed frame on `node/<id>/update` (no payload): the node could not do its task
+ * (training or encoding threw) and says so at once, so the aggregator records why and does not wait
+ * for it until the deadline. `reason` is the error message, at most TASK_FAILURE_REASON_MAX characters.
+ */
+export interface TaskFailure {
+  round: number;
+  taskId: string;
+  node: string;
+  reason: string;
+}
+
+export const TASK_FAILURE_REASON_MAX = 1000;
+
 const codecs = ['none', 'int8', 'int4', 'topk', 'topk-int8'];
 const int = (minimum = 0) => ({ type: 'integer', minimum });
 const codecChoice = {
@@ -152,6 +166,16 @@ const schemas = {
       stoppedEarly: { type: 'boolean' },
     },
   },
+  taskFailure: {
+    type: 'object',
+    required: ['round', 'taskId', 'node', 'reason'],
+    properties: {
+      round: int(1),
+      taskId: { type: 'string', minLength: 1, maxLength: 128 },
+      node: { type: 'string', minLength: 1 },
+      reason: { type: 'string', minLength: 1, maxLength: TASK_FAILURE_REASON_MAX },
+    },
+  },
 } as const;
 
 const ajv = new Ajv({ allErrors: true, strict: false });
@@ -187,3 +211,4 @@ export const parseAggregatorState = parser<AggregatorState>('aggregatorState');
 export const parseHeartbeat = parser<Heartbeat>('heartbeat');
 export const parseTask = parser<TaskMessage>('task');
 export const parseUpdateMeta = parser<UpdateMeta>('updateMeta');
+export const parseTaskFailure = parser<TaskFailure>('taskFailure');
