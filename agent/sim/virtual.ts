@@ -138,7 +138,9 @@ export async function runVirtual(o: VirtualOptions): Promise<{ rounds: VirtualRo
           downBytesPerSecond: d.tier.downBytesPerSecond * profileError[i],
         },
       }));
-      const plan = o.strategy.plan(round, fleet);
+      // As the real aggregator does: a strategy plans over the live nodes only (an offline device
+      // is not heard from). Plain FedAvg was offered offline devices here and lost its picks to them.
+      const plan = o.strategy.plan(round, fleet.filter((n) => n.online));
       const closeAfter = plan.closeAfter ?? plan.tasks.length;
       // Simulated outcome of every task.
       const outcomes = plan.tasks.map((t) => {
