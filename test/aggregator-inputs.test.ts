@@ -4,28 +4,14 @@ import pino from 'pino';
 import { Aggregator, FedAvgStrategy } from '../agent/aggregator';
 import { encode } from '../agent/compress';
 import { mlp, initParams } from '../agent/model';
-import { Topics, encodeFrames, FrameKind, Reassembler, type TaskMessage, type UpdateMeta } from '../agent/transport';
+import { Topics, encodeFrames, FrameKind, type TaskMessage, type UpdateMeta } from '../agent/transport';
 import { startAedes, type TestBroker } from './helpers/brokers';
+import { fakeNode as fakeNodeOf } from './helpers/fake-node';
 
 const spec = mlp(4, [3], 2);
 const topics = new Topics('fedgate', 'inputs');
 
-/** A hand-driven node: announces itself, hands every task it receives to `onTask`. */
-async function fakeNode(url: string, id: string, onTask: (task: TaskMessage, c: mqtt.MqttClient) => Promise<void>, state: Record<string, unknown> = {}) {
-  const c = await mqtt.connectAsync(url, { clientId: id });
-  const r = new Reassembler();
-  c.on('message', (_t, payload) => {
-    const whole = r.push('agg', payload);
-    if (whole) void onTask(whole.meta as unknown as TaskMessage, c);
-  });
-  await c.subscribeAsync(topics.nodeTask(id), { qos: 1 });
-  await c.publishAsync(topics.nodeState(id), JSON.stringify({ online: true, node: id, session: 1, samples: 100, ts: Date.now(), ...state }), { qos: 1, retain: true });
-  // The retained state is history to an aggregator that subscribes later; a heartbeat says the node is here.
-  const beat = () => c.publishAsync(topics.nodeHeartbeat(id), JSON.stringify({ node: id, session: 1, ts: Date.now() }), { qos: 0 }).catch(() => undefined);
-  const timer = setInterval(beat, 200);
-  c.on('end', () => clearInterval(timer));
-  return c;
-}
+const fakeNode = (url: string, id: string, onTask: (task: TaskMessage, c: mqtt.MqttClient) => Promise<void>, state: Record<string, unknown> = {}) => fakeNodeOf(url, topics, id, onTask, state);
 
 function updateFrames(task: TaskMessage, node: string, delta: Float32Array, over: Partial<UpdateMeta> = {}): Buffer[] {
   const meta: UpdateMeta = { round: task.round, taskId: task.taskId, node, samples: 100, steps: 3, loss: 0.5, trainSeconds: 0.1, paramCount: delta.length, codec: 'none', stoppedEarly: false, ...over };
@@ -188,19 +174,7 @@ describe('the aggregator facing bad and repeated input', () => {
     const own = new Topics('fedgate', 'inputs-gone');
     const initial = initParams(spec, 1);
     const delta = Float32Array.from({ length: initial.length }, () => 0.01);
-    const node = async (id: string, onTask: (task: TaskMessage, c: mqtt.MqttClient) => Promise<void>) => {
-      const c = await mqtt.connectAsync(broker.url, { clientId: id });
-      const r = new Reassembler();
-      c.on('message', (_t, payload) => {
-        const whole = r.push('agg', payload);
-        if (whole) void onTask(whole.meta as unknown as TaskMessage, c);
-      });
-      await c.subscribeAsync(own.nodeTask(id), { qos: 1 });
-      await c.publishAsync(own.nodeState(id), JSON.stringify({ online: true, node: id, session: 1, samples: 100, ts: Date.now() }), { qos: 1, retain: true });
-      const timer = setInterval(() => void c.publishAsync(own.nodeHeartbeat(id), JSON.stringify({ node: id, session: 1, ts: Date.now() })).catch(() => undefined), 200);
-      c.on('end', () => clearInterval(timer));
-      return c;
-    };
+    const node = (id: string, onTask: (task: TaskMessage, c: mqtt.MqttClient) => Promise<void>) => fakeNodeOf(broker.url, own, id, onTask);
     const clients = [
       await node('gw-stays', async (task, c) => {
         for (const f of updateFrames(task, 'gw-stays', delta)) await c.publishAsync(own.nodeUpdate('gw-stays'), f, { qos: 1 });

@@ -11,6 +11,7 @@ import {
   type TaskFailure, type TaskMessage, type UpdateMeta,
 } from '../agent/transport';
 import { startAedes, type TestBroker } from './helpers/brokers';
+import { fakeNode as fakeNodeOf } from './helpers/fake-node';
 import { MAIN, startAgent, type AgentProcess } from './helpers/gateway';
 
 /**
@@ -44,21 +45,7 @@ describe('the task-failed frame', () => {
 const spec = mlp(4, [3], 2);
 const topics = new Topics('fedgate', 'taskfail');
 
-/** A hand-driven node: announces itself, hands every task it receives to `onTask`. */
-async function fakeNode(url: string, id: string, onTask: (task: TaskMessage, c: mqtt.MqttClient) => Promise<void>) {
-  const c = await mqtt.connectAsync(url, { clientId: id });
-  const r = new Reassembler();
-  c.on('message', (_t, payload) => {
-    const whole = r.push('agg', payload);
-    if (whole) void onTask(whole.meta as unknown as TaskMessage, c);
-  });
-  await c.subscribeAsync(topics.nodeTask(id), { qos: 1 });
-  await c.publishAsync(topics.nodeState(id), JSON.stringify({ online: true, node: id, session: 1, samples: 100, ts: Date.now() }), { qos: 1, retain: true });
-  const beat = () => c.publishAsync(topics.nodeHeartbeat(id), JSON.stringify({ node: id, session: 1, ts: Date.now() }), { qos: 0 }).catch(() => undefined);
-  const timer = setInterval(beat, 200);
-  c.on('end', () => clearInterval(timer));
-  return c;
-}
+const fakeNode = (url: string, id: string, onTask: (task: TaskMessage, c: mqtt.MqttClient) => Promise<void>) => fakeNodeOf(url, topics, id, onTask);
 
 const failureFrame = (f: TaskFailure) => encodeFrames(FrameKind.TaskFailed, f as unknown as Record<string, unknown>, new Uint8Array(0), 4096)[0];
 

@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import mqtt from 'mqtt';
 import { Aggregator, FedAvgStrategy } from '../agent/aggregator';
 import { checkUpdate, MAX_UPDATE_MAGNITUDE, UpdateRejected } from '../agent/aggregator/validate';
 import type { ClientUpdate } from '../agent/aggregator/fedavg';
 import { encode } from '../agent/compress';
 import { initParams, mlp } from '../agent/model';
-import { FrameKind, Reassembler, Topics, encodeFrames, type TaskMessage, type UpdateMeta } from '../agent/transport';
+import { FrameKind, Topics, encodeFrames, type UpdateMeta } from '../agent/transport';
 import { startAedes, type TestBroker } from './helpers/brokers';
+import { fakeNode as fakeNodeOf } from './helpers/fake-node';
 
 /**
  * The aggregator refuses an update whose values are absurd even though finite (beyond ±1e6).
@@ -40,24 +40,11 @@ describe('checkUpdate: the bound on an update value', () => {
 const spec = mlp(4, [3], 2);
 const topics = new Topics('fedgate', 'bound');
 
-async function fakeNode(url: string, id: string, delta: Float32Array) {
-  const c = await mqtt.connectAsync(url, { clientId: id });
-  const r = new Reassembler();
-  c.on('message', (_t, payload) => {
-    const whole = r.push('agg', payload);
-    if (!whole) return;
-    const task = whole.meta as unknown as TaskMessage;
-    const meta: UpdateMeta = { round: task.round, taskId: task.taskId, node: id, samples: 100, steps: 3, loss: 0.5, trainSeconds: 0.1, paramCount: delta.length, codec: 'none', stoppedEarly: false };
-    void (async () => {
-      for (const f of encodeFrames(FrameKind.Update, meta as unknown as Record<string, unknown>, encode(delta, { codec: 'none' }), 64 * 1024)) await c.publishAsync(topics.nodeUpdate(id), f, { qos: 1 });
-    })();
-  });
-  await c.subscribeAsync(topics.nodeTask(id), { qos: 1 });
-  await c.publishAsync(topics.nodeState(id), JSON.stringify({ online: true, node: id, session: 1, samples: 100, ts: Date.now() }), { qos: 1, retain: true });
-  const timer = setInterval(() => c.publishAsync(topics.nodeHeartbeat(id), JSON.stringify({ node: id, session: 1, ts: Date.now() }), { qos: 0 }).catch(() => undefined), 200);
-  c.on('end', () => clearInterval(timer));
-  return c;
-}
+/** A node that answers every task with `delta`. */
+const fakeNode = (url: string, id: string, delta: Float32Array) => fakeNodeOf(url, topics, id, async (task, c) => {
+  const meta: UpdateMeta = { round: task.round, taskId: task.taskId, node: id, samples: 100, steps: 3, loss: 0.5, trainSeconds: 0.1, paramCount: delta.length, codec: 'none', stoppedEarly: false };
+  for (const f of encodeFrames(FrameKind.Update, meta as unknown as Record<string, unknown>, encode(delta, { codec: 'none' }), 64 * 1024)) await c.publishAsync(topics.nodeUpdate(id), f, { qos: 1 });
+});
 
 describe('the aggregator refuses an absurd but finite update (aedes)', () => {
   let broker: TestBroker;
