@@ -7,6 +7,7 @@ import { mlp, initParams } from '../agent/model';
 import { Topics, encodeFrames, FrameKind, type TaskMessage, type UpdateMeta } from '../agent/transport';
 import { startAedes, type TestBroker } from './helpers/brokers';
 import { fakeNode as fakeNodeOf } from './helpers/fake-node';
+import { until } from './helpers/gateway';
 
 const spec = mlp(4, [3], 2);
 const topics = new Topics('fedgate', 'inputs');
@@ -154,7 +155,8 @@ describe('the aggregator facing bad and repeated input', () => {
     });
     try {
       const run = agg.run();
-      await new Promise((r) => setTimeout(r, 500));
+      await until(() => seen.includes('state online=true'), 5000, 'the aggregator online'); // then it waits for nodes
+      await new Promise((r) => setTimeout(r, 200));
       await agg.stop();
       const res = await run;
       expect(res.rounds).toEqual([]);

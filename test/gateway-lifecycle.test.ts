@@ -139,7 +139,7 @@ suite('gateway lifecycle (real agent processes, mosquitto)', { timeout: 90_000 }
     t0 = Date.now();
     busy.kill('SIGTERM');
     expect(await busy.exited).toEqual({ code: 0, signal: null });
-    expect((Date.now() - t0) / 1000).toBeLessThan(5);
+    expect((Date.now() - t0) / 1000).toBeLessThan(10);
     const [busyState] = await retained(broker.url, topics.nodeState('gw-busy'));
     expect(JSON.parse(busyState.toString())).toMatchObject({ online: false, node: 'gw-busy', reason: 'shutdown' });
     expect(busy.lines.filter((l) => l.level >= 50)).toEqual([]);

@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } fro
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import mqtt from 'mqtt';
 import pino from 'pino';
 import { runAggregatorJob, loadShard, type JobOptions } from '../agent/sim';
@@ -85,7 +85,7 @@ async function freezableMosquitto(): Promise<{ url: string; child: ChildProcess;
   const dir = tmp('mosq');
   const conf = path.join(dir, 'mosquitto.conf');
   writeFileSync(conf, readFileSync(path.join(ROOT, 'broker-config/mosquitto-test.conf'), 'utf8').replace('@PORT@', String(port)));
-  const child = spawn(MOSQUITTO!, ['-c', conf], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(MOSQUITTO!, ['-c', conf], { stdio: 'ignore' });
   const open = () => new Promise<boolean>((resolve) => {
     const s = connect(port, '127.0.0.1', () => { s.destroy(); resolve(true); });
     s.on('error', () => resolve(false));
@@ -114,6 +114,8 @@ describe.skipIf(noMosquitto !== undefined)('a broker outage while the update is 
   // counted) once the broker was back.
   it('is no task failure: the update is kept in the outbox (warn) and sent once the broker is back', async () => {
     const broker = await freezableMosquitto();
+    // Even if the test fails or times out outside its try: no mosquitto left frozen behind it.
+    onTestFinished(() => { broker.child.kill('SIGCONT'); broker.child.kill('SIGKILL'); });
     const node = 'gw-c1';
     const topics = new Topics('fedgate', 'logs-outage');
     const lines: LogLine[] = [];

@@ -99,9 +99,9 @@ suite('the agent\'s state directory (real agent processes)', { timeout: 60_000 }
   it.skipIf(nobodyCannotRun !== undefined)('no permission (EACCES): exit 78, one line saying where', async () => {
     const parent = tmp('eacces');
     // As root a permission is no obstacle: the agent runs as nobody (65534) instead, in a folder it may read but not write.
+    mkdirSync(path.join(parent, 'closed'), { mode: 0o700 }); // before the parent is closed to its owner
     if (root) chmodSync(parent, 0o755);
     else chmodSync(parent, 0o500);
-    mkdirSync(path.join(parent, 'closed'), { mode: 0o700 });
     if (!root) chmodSync(path.join(parent, 'closed'), 0o000);
     const uid = root ? 65534 : undefined;
     try {

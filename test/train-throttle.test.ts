@@ -81,7 +81,7 @@ describe('Trainer duty cycle (real ORT in the worker)', () => {
     expect(res.samples).toBe(res.steps * 32);
     expect(res.idleSeconds).toBeGreaterThan(0.2);
     expect(res.seconds).toBeGreaterThanOrEqual(0.6);
-    expect(res.seconds).toBeLessThan(2);
+    expect(res.seconds).toBeLessThan(3);
     expect(Number.isFinite(res.loss)).toBe(true);
   });
 

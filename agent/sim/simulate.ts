@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -110,8 +111,10 @@ export async function simulate(opts: SimulateOptions, onRound: (r: RoundRecord) 
     if (failure) throw failure;
     return report;
   } finally {
-    await Promise.all(children.map((c) => stopChild(c, exited)));
-    if (opts.broker) await clearRetained(opts, log);
+    const killed = (await Promise.all(children.map((c) => stopChild(c, exited)))).some(Boolean);
+    // A gateway killed outright leaves the broker its last will to publish (retained) once it sees
+    // the connection gone: clear after that, not before.
+    if (opts.broker) await sleep(killed ? 1000 : 0).then(() => clearRetained(opts, log));
     await broker?.close();
     rmSync(stateRoot, { recursive: true, force: true });
   }
@@ -136,11 +139,14 @@ async function clearRetained(opts: SimulateOptions, log: Logger): Promise<void> 
   }
 }
 
-async function stopChild(child: ChildProcess, exited: Set<ChildProcess>): Promise<void> {
-  if (exited.has(child) || child.exitCode !== null) return;
+/** Stops a gateway (SIGTERM, SIGKILL after 5 s); true if it had to be killed. */
+async function stopChild(child: ChildProcess, exited: Set<ChildProcess>): Promise<boolean> {
+  if (exited.has(child) || child.exitCode !== null) return false;
   const gone = new Promise<void>((r) => child.once('exit', () => r()));
   child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  let killed = false;
+  const timer = setTimeout(() => { killed = true; child.kill('SIGKILL'); }, 5000);
   await gone;
   clearTimeout(timer);
+  return killed;
 }
