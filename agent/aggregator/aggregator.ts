@@ -5,7 +5,7 @@ import { decode, decodedLength, codecLabel } from '../compress';
 import type { ModelSpec } from '../model';
 import {
   FrameKind, MqttLink, Reassembler, Topics, parseAggregatorState, parseHeartbeat, parseJson, parseNodeState, parseTaskFailure, parseUpdateMeta,
-  type AggregatorState, type FrameMeta, type TaskMessage, type UpdateMeta,
+  type AggregatorState, type FrameMeta, type TaskMessage, type TlsMaterial, type UpdateMeta,
 } from '../transport';
 import { type ClientUpdate } from './fedavg';
 import { checkUpdate, UpdateRejected } from './validate';
@@ -13,7 +13,6 @@ import { Fleet, type NodeInfo, type NodeProfileSummary } from './fleet';
 import { loadCheckpoint, saveCheckpoint } from './checkpoint';
 import type { PlannedTask, RoundFailure, RoundPlan, Strategy } from './strategy';
 import { serviceNotifier, type ServiceNotifier } from '../service';
-import type { TlsMaterial } from '../transport';
 
 export interface Evaluation {
   loss: number;
@@ -257,7 +256,7 @@ export class Aggregator extends EventEmitter {
       this.subscribing = false;
     }
     if (this.refused) {
-      await this.closeLink();
+      await this.link.close();
       throw this.refused;
     }
     this.link.announce();
@@ -349,7 +348,7 @@ export class Aggregator extends EventEmitter {
     // Our offline state, unless we are a newcomer stopped while it checks and another aggregator's
     // state is (or was, before our birth) the latest there: ours must not overwrite a running one's.
     const quietly = this.refused !== undefined || (!this.established && (this.othersOnTop || this.suspect !== undefined));
-    await this.closeLink(quietly ? undefined : this.stateMessage(false));
+    await this.link?.close(quietly ? undefined : this.stateMessage(false));
   }
 
   private halt(reason: string): void {
@@ -463,19 +462,15 @@ export class Aggregator extends EventEmitter {
     this.refused = new AnotherAggregatorError(this.opts.topics.fleet, s.session);
     this.log.info({ otherSession: s.session, otherInstance: s.instance, otherStarting: s.starting === true, session: this.session, established: this.established }, 'another aggregator runs this fleet; stopping this one');
     this.halt('another aggregator runs this fleet');
-    if (!this.subscribing) this.closeLink().catch(() => undefined); // else start() closes it
-  }
-
-  private closeLink(finalState?: Record<string, unknown>): Promise<void> {
-    return this.link?.close(finalState) ?? Promise.resolve();
+    if (!this.subscribing) this.link?.close().catch(() => undefined); // else start() closes it
   }
 
   private async waitForClients(): Promise<void> {
     const deadline = Date.now() + this.opts.waitForClientsSeconds * 1000;
-    while (this.fleet.live().filter((n) => n.samples > 0 && !this.misfit(n)).length < this.opts.minClients && !this.stopping) {
+    while (this.fittingLive().length < this.opts.minClients && !this.stopping) {
       if (Date.now() > deadline) {
         const live = this.fleet.live();
-        const fitting = live.filter((n) => n.samples > 0 && !this.misfit(n)).length;
+        const fitting = this.fittingLive().length;
         this.log.warn({ live: live.length, fitting, want: this.opts.minClients },
           fitting < live.length ? `not enough nodes online whose data fits this job's model (${live.length - fitting} of the ${live.length} live do not, or hold no data); running the round with those there are`
             : 'not enough nodes online; running the round with those there are');
@@ -584,7 +579,6 @@ export class Aggregator extends EventEmitter {
     };
   }
 
-  /** Nodes the fleet knows that were not offered to the strategy: offline, or silent for too long. */
   /**
    * Why a node's data cannot train this job's model (another data set or feature count, labels
    * beyond its classes), or undefined. Said once per node at warn: it is a configuration mistake,
@@ -603,6 +597,12 @@ export class Aggregator extends EventEmitter {
     return reason;
   }
 
+  /** Live nodes whose data fits this job's model: the ones that count towards minClients. */
+  private fittingLive(): NodeInfo[] {
+    return this.fleet.live().filter((n) => n.samples > 0 && !this.misfit(n));
+  }
+
+  /** Nodes the fleet knows that were not offered to the strategy: offline, or silent for too long. */
   private notLive(): { node: string; reason: string }[] {
     return this.fleet.all().filter((n) => !this.fleet.isLive(n)).map((n) => ({ node: n.id, reason: n.online ? 'no heartbeat lately' : 'offline' }));
   }

@@ -210,10 +210,7 @@ export class TrainingFeature implements Feature {
       // a checksum, or one gone wrong): it must not poison the update. Dropped, as a corrupt file is.
       const why = this.feedback!.check(params);
       if (why) this.dropFeedback(delta.length, `not a usable error-feedback residual: ${why}`);
-      const corrected = this.feedback!.compensate(delta);
-      // Finite update + sane residual overflowing is next to impossible; if it happens, the update goes uncorrected.
-      if (!corrected.every(Number.isFinite) && delta.every(Number.isFinite)) this.dropFeedback(delta.length, 'update + residual is not finite');
-      else delta = corrected;
+      delta = this.feedback!.compensate(delta);
     }
     const encoded = await encodeAsync(delta, codec);
     if (sparse) {

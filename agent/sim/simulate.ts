@@ -114,7 +114,10 @@ export async function simulate(opts: SimulateOptions, onRound: (r: RoundRecord) 
     const killed = (await Promise.all(children.map((c) => stopChild(c, exited)))).some(Boolean);
     // A gateway killed outright leaves the broker its last will to publish (retained) once it sees
     // the connection gone: clear after that, not before.
-    if (opts.broker) await sleep(killed ? 1000 : 0).then(() => clearRetained(opts, log));
+    if (opts.broker) {
+      if (killed) await sleep(1000);
+      await clearRetained(opts, log);
+    }
     await broker?.close();
     rmSync(stateRoot, { recursive: true, force: true });
   }
